@@ -1,0 +1,1 @@
+"""Optimizely REST APIs: models, errors, and the client."""

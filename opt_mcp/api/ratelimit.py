@@ -1,0 +1,165 @@
+"""Client-side pacing to Optimizely's published rate limits, and what its rate-limit headers say.
+
+Optimizely publishes limits (Flags API: 2 requests/s and 120/min; v2: 100/min; v2 results: 20/min) but neither
+spec declares a 429 or a header, so opt-mcp paces itself with sliding windows and treats ``X-RATELIMIT-*`` and
+``Retry-After`` as hints when they are present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+# A reset value above this is a Unix timestamp; below, a number of seconds (both are seen in the wild).
+_EPOCH_THRESHOLD = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """At most ``requests`` in any ``seconds``-long stretch of time."""
+
+    requests: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Pacing per class of endpoint. A request to the results endpoints counts against ``v2`` too."""
+
+    flags: tuple[Window, ...] = (Window(2, 1.0), Window(120, 60.0))
+    v2: tuple[Window, ...] = (Window(100, 60.0),)
+    results: tuple[Window, ...] = (Window(20, 60.0),)
+
+    @classmethod
+    def unlimited(cls) -> RateLimits:
+        """No client-side pacing (tests against a sandbox that does not limit)."""
+        return cls(flags=(), v2=(), results=())
+
+
+@dataclass
+class RateStatus:
+    """The current budget of one class of endpoint, as paced here and as Optimizely last reported it."""
+
+    name: str
+    windows: list[str]
+    local_remaining: int | None
+    server_limit: int | None = None
+    server_remaining: int | None = None
+    server_reset_at: float | None = None
+    blocked_for_seconds: float = 0.0
+
+
+@dataclass
+class Pacer:
+    """Sliding-window pacing for one class of endpoint; FIFO among concurrent callers."""
+
+    name: str
+    windows: tuple[Window, ...]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _sent: deque[float] = field(default_factory=deque)
+    _blocked_until: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _server_limit: int | None = None
+    _server_remaining: int | None = None
+    _server_reset_at: float | None = None
+
+    async def acquire(self) -> None:
+        """Wait until a request may be sent, then count it as sent."""
+        async with self._lock:
+            while True:
+                delay = self._delay(self.clock())
+                if delay <= 0:
+                    break
+                await self.sleep(delay)
+            if self.windows:
+                self._sent.append(self.clock())
+
+    def _delay(self, now: float) -> float:
+        delay = self._blocked_until - now
+        if not self.windows:
+            return delay
+        longest = max(w.seconds for w in self.windows)
+        while self._sent and self._sent[0] <= now - longest:
+            self._sent.popleft()
+        for window in self.windows:
+            in_window = [t for t in self._sent if t > now - window.seconds]
+            if len(in_window) >= window.requests:
+                delay = max(delay, in_window[-window.requests] + window.seconds - now)
+        return delay
+
+    def block_for(self, seconds: float) -> None:
+        """Hold every request of this class back for ``seconds`` (after a 429)."""
+        self._blocked_until = max(self._blocked_until, self.clock() + seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Record the ``X-RATELIMIT-*`` headers of a response, when it has them."""
+        limit = _int_header(headers, "x-ratelimit-limit")
+        remaining = _int_header(headers, "x-ratelimit-remaining")
+        reset = reset_delay(headers)
+        if limit is not None:
+            self._server_limit = limit
+        if remaining is not None:
+            self._server_remaining = remaining
+        if reset is not None:
+            self._server_reset_at = time.time() + reset
+
+    def status(self) -> RateStatus:
+        now = self.clock()
+        local: int | None = None
+        for window in self.windows:
+            used = sum(1 for t in self._sent if t > now - window.seconds)
+            left = max(0, window.requests - used)
+            local = left if local is None else min(local, left)
+        return RateStatus(
+            name=self.name,
+            windows=[f"{w.requests}/{w.seconds:g}s" for w in self.windows],
+            local_remaining=local,
+            server_limit=self._server_limit,
+            server_remaining=self._server_remaining,
+            server_reset_at=self._server_reset_at,
+            blocked_for_seconds=max(0.0, self._blocked_until - now),
+        )
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value.strip()))
+    except ValueError:
+        return None
+
+
+def reset_delay(headers: Mapping[str, str]) -> float | None:
+    """Seconds until ``X-RATELIMIT-RESET`` (a Unix time or a number of seconds), or None."""
+    value = headers.get("x-ratelimit-reset")
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if number > _EPOCH_THRESHOLD:
+        return max(0.0, number - time.time())
+    return max(0.0, number)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait after a 429: ``Retry-After`` (seconds or HTTP date), else ``X-RATELIMIT-RESET``."""
+    value = headers.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    return reset_delay(headers)
