@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -132,7 +132,8 @@ class OptimizelyClient:
     """An async client for the Optimizely Flags API v1 and REST API v2.
 
     ``token`` is a personal token or an OAuth access token. ``transport`` replaces the network (the sandbox and
-    tests pass one). ``rate_limits`` paces requests client-side; ``retry`` bounds retries and 429 waits.
+    tests pass one). ``rate_limits`` paces requests client-side; ``retry`` bounds retries and 429 waits;
+    ``sleep`` and ``clock`` are the time it waits in (tests pass a fake pair).
 
     Writes (PATCH, POST, DELETE) are retried only when the request provably never reached Optimizely (the
     connection was refused or never opened) or when Optimizely answered 429 (a rejected request, not applied).
@@ -150,7 +151,8 @@ class OptimizelyClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         rate_limits: RateLimits | None = None,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not token or not token.strip():
             raise ValueError("An Optimizely API token is required (OPTIMIZELY_API_TOKEN).")
@@ -162,9 +164,8 @@ class OptimizelyClient:
         self._sleep = sleep
         limits = rate_limits or RateLimits()
         self._pacers = {
-            "flags": Pacer("flags", limits.flags, sleep=sleep),
-            "v2": Pacer("v2", limits.v2, sleep=sleep),
-            "results": Pacer("results", limits.results, sleep=sleep),
+            name: Pacer(name, windows, clock=clock, sleep=sleep)
+            for name, windows in (("flags", limits.flags), ("v2", limits.v2), ("results", limits.results))
         }
         self._http = httpx.AsyncClient(
             auth=_BearerAuth(self._token),
@@ -412,7 +413,7 @@ class OptimizelyClient:
         safe = method == "GET"
         pacers = self._pacers_for(api, url)
         waited = 0.0
-        attempt = 0
+        attempt = refusals = 0
         while True:
             attempt += 1
             for pacer in pacers:
@@ -444,8 +445,10 @@ class OptimizelyClient:
                 pacer.observe(response.headers)
 
             if response.status_code == 429:
-                wait = retry_after(response.headers)
-                wait = wait if wait is not None else self._backoff_delay(attempt)
+                refusals += 1
+                # At least the growing backoff, so a reset already in the past cannot make the loop spin and
+                # the total-wait bound always ends it.
+                wait = max(retry_after(response.headers) or 0.0, self._backoff_floor(refusals))
                 if waited + wait > self._retry.max_rate_limit_wait:
                     raise self._rate_limited(response, method, shown, wait)
                 waited += wait
@@ -488,6 +491,9 @@ class OptimizelyClient:
         # Exponential backoff with full jitter.
         ceiling = min(self._retry.backoff_max, self._retry.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def _backoff_floor(self, refusals: int) -> float:
+        return float(self._retry.backoff_base * 2.0 ** (refusals - 1))
 
     async def _backoff(self, attempt: int) -> None:
         await self._sleep(self._backoff_delay(attempt))

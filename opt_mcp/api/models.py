@@ -161,7 +161,7 @@ class Environment(ApiModel):
 
     key: str
     name: str
-    archived: bool = False
+    archived: bool
     priority: int
     project_id: int
     id: int | None = None

@@ -109,11 +109,13 @@ class Sandbox:
             ("GET", "/v2/experiments/{experiment_id}/report", e.experiment_report),
         ]
         routes = [Route(path, wrap(handler), methods=[method]) for method, path, handler in table]
-        routes += [
+        # Anything else is still logged and answered in the API's style.
+        routes.append(Route("/{path:path}", wrap(e.not_found), methods=["GET", "POST", "PATCH", "PUT", "DELETE"]))
+        control = [
             Route("/_sandbox/requests", self._control_requests, methods=["GET", "DELETE"]),
             Route("/_sandbox/faults", self._control_faults, methods=["POST", "DELETE"]),
         ]
-        return routes
+        return control + routes
 
     # Control endpoints, for a sandbox on a port driven from another process (never logged, never limited).
     async def _control_requests(self, request: Request) -> Response:

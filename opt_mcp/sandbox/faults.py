@@ -77,7 +77,8 @@ class FaultPlan:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """A request as the sandbox saw it. The bearer token is never kept, only whether one was sent."""
+    """A request as the sandbox saw it: ``path`` exactly as sent (percent-encoding kept). The bearer token is never
+    kept, only whether an accepted one was sent."""
 
     method: str
     path: str

@@ -102,10 +102,11 @@ class Gateway:
             response = await self._limited(request, handler, token, v2)
             if fault is not None and fault.kind != "latency":
                 response = _after_fault(fault, response, v2)
+        raw_path = request.scope.get("raw_path") or path.encode()
         self.log.add(
             RequestRecord(
                 method=request.method,
-                path=path,
+                path=raw_path.decode("latin-1"),
                 query=request.url.query,
                 body=body,
                 status=response.status_code,
