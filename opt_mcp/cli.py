@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from opt_mcp import __version__
+
+if TYPE_CHECKING:
+    from opt_mcp.config import Settings
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -22,10 +29,104 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    from opt_mcp.config import Settings
+
+    return Settings.from_env(
+        read_only=True if getattr(args, "read_only", False) else None,
+        sandbox=True if getattr(args, "sandbox", False) else None,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from opt_mcp.server import build_server
+
+    settings = _settings(args)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="opt-mcp %(levelname)s %(name)s: %(message)s")
+    if settings.uses_sandbox:
+        why = "OPT_MCP_SANDBOX is set" if settings.force_sandbox else "no OPTIMIZELY_API_TOKEN is set"
+        print(
+            f"opt-mcp: serving the embedded sandbox ({why}); default project {settings.default_project_id}. "
+            "Set OPTIMIZELY_API_TOKEN to use your Optimizely account.",
+            file=sys.stderr,
+        )
+    build_server(settings).run()
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_tool_rows(_settings(args)))
+    width = max(len(name) for name, _, _ in rows)
+    for name, size, title in rows:
+        print(f"{name:<{width}}  {size:>5} tokens  {title}")
+    print(f"{'total':<{width}}  {sum(size for _, size, _ in rows):>5} tokens")
+    return 0
+
+
+async def _tool_rows(settings: Settings) -> list[tuple[str, int, str]]:
+    from mcp import Client
+
+    from opt_mcp.server import build_server
+
+    async with Client(build_server(settings)) as client:
+        tools = (await client.list_tools()).tools
+    return [
+        (t.name, estimate_tokens(t.model_dump_json(by_alias=True, exclude_none=True)), t.title or "") for t in tools
+    ]
+
+
+def _call(args: argparse.Namespace) -> int:
+    try:
+        arguments = json.loads(args.arguments)
+    except ValueError as exc:
+        raise ValueError(f"the arguments must be a JSON object, e.g. '{{\"limit\": 5}}' ({exc})") from None
+    if not isinstance(arguments, dict):
+        raise ValueError("the arguments must be a JSON object, e.g. '{\"limit\": 5}'")
+    text, is_error = asyncio.run(_call_tool(_settings(args), args.tool, arguments))
+    print(text)
+    return 1 if is_error else 0
+
+
+async def _call_tool(settings: Settings, tool: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    from mcp import Client, MCPError
+
+    from opt_mcp.server import build_server
+
+    async with Client(build_server(settings)) as client:
+        try:
+            result = await client.call_tool(tool, arguments)
+        except MCPError as exc:
+            return f"error: {exc}", True
+    if result.structured_content is not None and not result.is_error:
+        return json.dumps(result.structured_content, indent=2, ensure_ascii=False), False
+    return "\n".join(getattr(block, "text", "") for block in result.content), bool(result.is_error)
+
+
+def estimate_tokens(text: str) -> int:
+    # Until the budget module measures results, a conservative rule of thumb for JSON: 4 characters a token.
+    return max(1, -(-len(text) // 4))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opt-mcp", description="MCP server for Optimizely Feature Experimentation")
     parser.add_argument("--version", action="version", version=f"opt-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the MCP server (stdio)")
+    serve.add_argument("--transport", choices=["stdio"], default="stdio", help="how clients connect")
+    serve.add_argument("--read-only", action="store_true", help="hide every tool that writes (OPT_MCP_READ_ONLY)")
+    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox even if a token is set")
+    serve.set_defaults(run=_serve)
+
+    tools = commands.add_parser("tools", help="list the tools with their size in tokens")
+    tools.add_argument("--read-only", action="store_true", help="as the server would list them in read-only mode")
+    tools.set_defaults(run=_tools)
+
+    call = commands.add_parser("call", help="call one tool through an in-memory MCP client and print the result")
+    call.add_argument("tool", help="tool name, e.g. list_flags")
+    call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments, e.g. '{\"limit\": 5}'")
+    call.add_argument("--sandbox", action="store_true", help="use the embedded sandbox even if a token is set")
+    call.set_defaults(run=_call)
 
     sandbox = commands.add_parser("sandbox", help="serve the simulated Optimizely API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, required=True, help="loopback port to listen on")
@@ -43,6 +144,7 @@ def _count(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on a terminal
     try:
         code: int = args.run(args)
     except ValueError as exc:  # a bad setting: one clear line, no traceback

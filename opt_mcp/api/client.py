@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -196,6 +196,26 @@ class OptimizelyClient:
     # Flags
     # ----------------------------------------------------------------------------------------------------------
 
+    def flags_link(
+        self,
+        project_id: int,
+        filters: FlagFilters | None = None,
+        *,
+        per_page: int | None = None,
+        page_token: str | None = None,
+        page_number: int | None = None,
+    ) -> str:
+        """The link (relative to ``/flags/v1``) of one page of flags, as ``next_url`` links are written."""
+        params = (filters or FlagFilters()).params()
+        if per_page is not None:
+            params["per_page"] = str(_per_page(per_page))
+        if page_token is not None:
+            params["page_token"] = page_token
+        if page_number is not None:
+            params["page_number"] = str(page_number)
+        path = f"/projects/{_pid(project_id)}/flags"
+        return f"{path}?{urlencode(params, safe=',!:/')}" if params else path
+
     async def list_flags_page(
         self,
         project_id: int,
@@ -206,15 +226,8 @@ class OptimizelyClient:
         page_number: int | None = None,
     ) -> FlagsPage:
         """One page of flags. Prefer ``follow_flags_link(page.next_link)`` to walk on."""
-        params = (filters or FlagFilters()).params()
-        if per_page is not None:
-            params["per_page"] = str(_per_page(per_page))
-        if page_token is not None:
-            params["page_token"] = page_token
-        if page_number is not None:
-            params["page_number"] = str(page_number)
-        path = f"/projects/{_pid(project_id)}/flags"
-        return await self._get_model("flags", path, FlagsPage, params=params)
+        link = self.flags_link(project_id, filters, per_page=per_page, page_token=page_token, page_number=page_number)
+        return await self.follow_flags_link(project_id, link)
 
     async def follow_flags_link(self, project_id: int, link: str) -> FlagsPage:
         """Fetch the page a ``next_url``/``prev_url`` element points to (relative to ``/flags/v1``)."""

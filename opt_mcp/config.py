@@ -1,0 +1,87 @@
+"""Settings, from environment variables and command-line flags. A bad setting is one clear line, never a trace."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from opt_mcp.sandbox import SEED_PROJECT_ID, SandboxConfig
+
+DEFAULT_BASE_URL = "https://api.optimizely.com"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """A missing or malformed setting; its message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server runs with. ``token`` is never shown in a repr."""
+
+    token: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    project_id: int | None = None
+    read_only: bool = False
+    force_sandbox: bool = False
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """The sandbox runs when forced, and whenever no token is set."""
+        return self.force_sandbox or not self.token
+
+    @property
+    def default_project_id(self) -> int | None:
+        if self.project_id is not None:
+            return self.project_id
+        return SEED_PROJECT_ID if self.uses_sandbox else None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        read_only: bool | None = None,
+        sandbox: bool | None = None,
+    ) -> Settings:
+        """Read the environment; command-line flags (when given) win over it."""
+        token = environ.get("OPTIMIZELY_API_TOKEN", "").strip() or None
+        if token is not None and any(c.isspace() for c in token):
+            raise ConfigError("OPTIMIZELY_API_TOKEN contains spaces: paste the token alone, without 'Bearer'")
+        base_url = environ.get("OPTIMIZELY_API_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"OPTIMIZELY_API_BASE_URL must be an http(s) URL like {DEFAULT_BASE_URL}, not {base_url!r}"
+            )
+        raw_project = environ.get("OPTIMIZELY_PROJECT_ID", "").strip()
+        project_id: int | None = None
+        if raw_project:
+            if not raw_project.isdigit() or int(raw_project) == 0:
+                raise ConfigError(f"OPTIMIZELY_PROJECT_ID must be a project's numeric id, not {raw_project!r}")
+            project_id = int(raw_project)
+        try:
+            sandbox_config = SandboxConfig.from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            token=token,
+            base_url=base_url.rstrip("/"),
+            project_id=project_id,
+            read_only=_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
+            force_sandbox=_flag(environ, "OPT_MCP_SANDBOX") if sandbox is None else sandbox,
+            sandbox=sandbox_config,
+        )
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no), not {value!r}")

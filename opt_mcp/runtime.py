@@ -1,0 +1,50 @@
+"""What a tool call runs with: the Optimizely client, the settings, the default project; and how an API failure
+becomes a tool error the model can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from opt_mcp.api.client import OptimizelyClient
+from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.config import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: OptimizelyClient
+
+    def project(self, project_id: int | None) -> int:
+        """The project a call is about: the argument, else the configured default."""
+        chosen = project_id if project_id is not None else self.settings.default_project_id
+        if chosen is None:
+            raise ToolError(
+                "project_id is required: no default project is configured (OPTIMIZELY_PROJECT_ID). "
+                "Call list_projects to find the id."
+            )
+        return chosen
+
+
+def runtime(ctx: Context[Any, Any]) -> Runtime:
+    value = ctx.request_context.lifespan_context
+    if not isinstance(value, Runtime):  # pragma: no cover - a wiring mistake, not a user error
+        raise TypeError("opt-mcp tools need the opt-mcp server's lifespan")
+    return value
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn Optimizely and argument failures into tool errors: status, message, uuid, and the next step."""
+    try:
+        yield
+    except OptimizelyError as exc:
+        raise ToolError(f"Optimizely refused or failed the request. {exc}") from None
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
