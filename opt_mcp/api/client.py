@@ -196,23 +196,11 @@ class OptimizelyClient:
     # Flags
     # ----------------------------------------------------------------------------------------------------------
 
-    def flags_link(
-        self,
-        project_id: int,
-        filters: FlagFilters | None = None,
-        *,
-        per_page: int | None = None,
-        page_token: str | None = None,
-        page_number: int | None = None,
-    ) -> str:
-        """The link (relative to ``/flags/v1``) of one page of flags, as ``next_url`` links are written."""
+    def flags_link(self, project_id: int, filters: FlagFilters | None = None, *, per_page: int | None = None) -> str:
+        """The link (relative to ``/flags/v1``) of the first page of flags, as ``next_url`` links are written."""
         params = (filters or FlagFilters()).params()
         if per_page is not None:
             params["per_page"] = str(_per_page(per_page))
-        if page_token is not None:
-            params["page_token"] = page_token
-        if page_number is not None:
-            params["page_number"] = str(page_number)
         path = f"/projects/{_pid(project_id)}/flags"
         return f"{path}?{urlencode(params, safe=',!:/')}" if params else path
 
@@ -225,8 +213,15 @@ class OptimizelyClient:
         page_token: str | None = None,
         page_number: int | None = None,
     ) -> FlagsPage:
-        """One page of flags. Prefer ``follow_flags_link(page.next_link)`` to walk on."""
-        link = self.flags_link(project_id, filters, per_page=per_page, page_token=page_token, page_number=page_number)
+        """One page of flags: the first, or the one a ``page_token`` or ``page_number`` names.
+
+        To walk on, prefer ``follow_flags_link(page.next_link)``.
+        """
+        link = self.flags_link(project_id, filters, per_page=per_page)
+        selectors = {"page_token": page_token, "page_number": None if page_number is None else str(page_number)}
+        extra = urlencode({k: v for k, v in selectors.items() if v is not None})
+        if extra:
+            link += ("&" if "?" in link else "?") + extra
         return await self.follow_flags_link(project_id, link)
 
     async def follow_flags_link(self, project_id: int, link: str) -> FlagsPage:
