@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from opt_mcp.budget import DEFAULT_MAX_TOKENS, HARD_CEILING, MIN_MAX_TOKENS
 from opt_mcp.sandbox import SEED_PROJECT_ID, SandboxConfig
 
 DEFAULT_BASE_URL = "https://api.optimizely.com"
@@ -27,7 +28,12 @@ class Settings:
     project_id: int | None = None
     read_only: bool = False
     force_sandbox: bool = False
+    max_tokens: int = DEFAULT_MAX_TOKENS
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+    def __post_init__(self) -> None:
+        if not MIN_MAX_TOKENS <= self.max_tokens <= HARD_CEILING:
+            raise ConfigError(f"max_tokens must be between {MIN_MAX_TOKENS} and {HARD_CEILING}")
 
     @property
     def uses_sandbox(self) -> bool:
@@ -64,6 +70,15 @@ class Settings:
             if not raw_project.isdigit() or int(raw_project) == 0:
                 raise ConfigError(f"OPTIMIZELY_PROJECT_ID must be a project's numeric id, not {raw_project!r}")
             project_id = int(raw_project)
+        raw_budget = environ.get("OPT_MCP_MAX_TOKENS", "").strip()
+        max_tokens = DEFAULT_MAX_TOKENS
+        if raw_budget:
+            if not raw_budget.isdigit() or not MIN_MAX_TOKENS <= int(raw_budget) <= HARD_CEILING:
+                raise ConfigError(
+                    f"OPT_MCP_MAX_TOKENS must be a number of tokens from {MIN_MAX_TOKENS} to {HARD_CEILING} "
+                    f"(the hard ceiling), not {raw_budget!r}"
+                )
+            max_tokens = int(raw_budget)
         try:
             sandbox_config = SandboxConfig.from_env(environ)
         except ValueError as exc:
@@ -74,6 +89,7 @@ class Settings:
             project_id=project_id,
             read_only=_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
             force_sandbox=_flag(environ, "OPT_MCP_SANDBOX") if sandbox is None else sandbox,
+            max_tokens=max_tokens,
             sandbox=sandbox_config,
         )
 

@@ -3,9 +3,11 @@ becomes a tool error the model can act on."""
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -13,13 +15,31 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.api.models import FlagsPage
 from opt_mcp.config import Settings
+
+PAGE_MEMORY = 8
+PAGE_MEMORY_SECONDS = 60.0
 
 
 @dataclass
 class Runtime:
     settings: Settings
     client: OptimizelyClient
+    # API pages a list result was cut from; a cursor that resumes inside one reuses it instead of fetching it again.
+    _pages: OrderedDict[str, tuple[float, FlagsPage]] = field(default_factory=OrderedDict)
+
+    async def flags_page(self, project_id: int, link: str, *, resuming: bool) -> FlagsPage:
+        """The API page at ``link``; when ``resuming`` inside a page fetched moments ago, that same page."""
+        now = time.monotonic()
+        if resuming and link in self._pages and now - self._pages[link][0] < PAGE_MEMORY_SECONDS:
+            return self._pages[link][1]
+        page = await self.client.follow_flags_link(project_id, link)
+        self._pages[link] = (now, page)
+        self._pages.move_to_end(link)
+        while len(self._pages) > PAGE_MEMORY:
+            self._pages.popitem(last=False)
+        return page
 
     def project(self, project_id: int | None) -> int:
         """The project a call is about: the argument, else the configured default."""

@@ -7,14 +7,31 @@ large. Tools accept them back as strings or numbers.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from opt_mcp.api.models import Environment, Flag, FlagEnvironment, Project, RuleDetails
+from opt_mcp.budget import Detail
+
+
+def untitled(schema: dict[str, Any]) -> None:
+    """Tool definitions are read on every turn: drop the titles pydantic derives from field names."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
 
 
 class View(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(json_schema_extra=untitled)
+
+
+class Truncation(View):
+    """Something a result left out to fit the context budget, and the exact call that returns it."""
+
+    omitted: str
+    count: int
+    get_it: str
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -22,43 +39,67 @@ class View(BaseModel):
 # ------------------------------------------------------------------------------------------------------------------
 
 
+class RuleBrief(View):
+    key: str
+    type: str
+    status: str | None
+    traffic_percent: float
+
+
 class EnvironmentState(View):
-    on: bool = Field(description="true when the flag is enabled (serving its rules) in this environment")
-    status: str | None = Field(description="draft | running | paused")
-    rules: dict[str, int] = Field(description="number of rules by type (a/b, multi_armed_bandit, targeted_delivery)")
+    on: bool = Field(description="the flag is enabled (serving its rules) here")
+    status: str | None = Field(default=None, description="draft | running | paused")
+    rules: dict[str, int] | None = Field(default=None, description="rule count by type")
+    rule_list: list[RuleBrief] | None = Field(default=None, description="detail=full: the rules in priority order")
 
 
 class FlagSummary(View):
     key: str
     name: str
-    archived: bool
+    archived: bool | None = None
+    description: str | None = None
+    revision: int | None = None
+    updated_time: datetime | None = None
     environments: dict[str, EnvironmentState]
 
     @classmethod
-    def of(cls, flag: Flag) -> FlagSummary:
+    def of(cls, flag: Flag, detail: Detail, *, rule_lists: bool = True) -> FlagSummary:
+        """The flag at a detail level; ``rule_lists=False`` summarises full's rule lists as counts."""
+        full = detail == "full"
         return cls(
             key=flag.key,
             name=flag.name,
-            archived=flag.archived,
-            environments={key: _state(env) for key, env in flag.environments.items()},
+            archived=flag.archived if detail != "summary" else None,
+            description=(flag.description or "") if full else None,
+            revision=flag.revision if full else None,
+            updated_time=flag.updated_time if full else None,
+            environments={key: _state(env, detail, rule_lists) for key, env in flag.environments.items()},
         )
 
 
-def _state(env: FlagEnvironment) -> EnvironmentState:
+def _state(env: FlagEnvironment, detail: Detail, rule_lists: bool) -> EnvironmentState:
+    if detail == "summary":
+        return EnvironmentState(on=env.enabled)
     counts: dict[str, int] = {}
     for rule in env.rules_detail:
         counts[rule.type] = counts.get(rule.type, 0) + 1
-    return EnvironmentState(on=env.enabled, status=env.status, rules=counts)
+    briefs = None
+    if detail == "full" and rule_lists:
+        briefs = [
+            RuleBrief(key=r.key, type=r.type, status=r.status, traffic_percent=r.traffic_allocation / 100)
+            for r in env.rules_detail
+        ]
+    return EnvironmentState(on=env.enabled, status=env.status, rules=counts, rule_list=briefs)
 
 
 class FlagList(View):
     project_id: str
     total_count: int = Field(description="flags matching the filters, in all pages")
-    returned: int = Field(description="flags in this result")
+    returned: int
+    detail: Detail
     flags: list[FlagSummary]
-    next_cursor: str | None = Field(
-        description="pass as cursor= (with the same filters) for the flags after these; null when there are no more"
-    )
+    next_cursor: str | None = Field(description="pass as cursor= with the same filters for the next flags")
+    truncated: list[Truncation] = Field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -112,6 +153,8 @@ class EnvironmentDetail(View):
     status: str | None
     production: bool = Field(description="true for the environment with priority 1")
     rules: list[RuleView] = Field(description="in priority order: the first rule that matches a user wins")
+    rule_count: int
+    more_rules: list[str] | None = Field(default=None, description="keys of rules left out to fit the budget")
     can_toggle: bool = Field(description="whether the caller may turn the flag on or off here")
 
 
@@ -138,6 +181,7 @@ class FlagDetail(View):
         default_factory=list, description="environments left out because environment= named another"
     )
     permissions: Permissions
+    truncated: list[Truncation] = Field(default_factory=list)
 
     @classmethod
     def of(cls, project_id: int, flag: Flag, environment: str | None = None) -> FlagDetail:
@@ -163,6 +207,7 @@ class FlagDetail(View):
                     status=e.status,
                     production=e.priority == 1,
                     rules=[RuleView.of(rule) for rule in e.rules_detail],
+                    rule_count=len(e.rules_detail),
                     can_toggle=bool(e.enable_url or e.disable_url),
                 )
                 for e in shown
@@ -203,6 +248,7 @@ class EnvironmentView(View):
 class EnvironmentList(View):
     project_id: str
     environments: list[EnvironmentView]
+    truncated: list[Truncation] = Field(default_factory=list)
 
 
 class ProjectView(View):
@@ -226,3 +272,4 @@ class ProjectView(View):
 class ProjectList(View):
     projects: list[ProjectView]
     default_project_id: str | None = Field(description="the project tools use when project_id is not given")
+    truncated: list[Truncation] = Field(default_factory=list)

@@ -117,7 +117,8 @@ async def test_cursor_walks_5000_flags_exactly_once() -> None:
                 break
     expected = [k for k, f in sandbox.store.projects[SEED_PROJECT_ID].flags.items() if not f.fields["archived"]]
     assert len(seen) == len(set(seen)) == result["total_count"] == len(expected)
-    assert set(seen) == set(expected) and calls == -(-len(expected) // 100)
+    # The context budget may return fewer than `limit` flags a call; it never loses or repeats one.
+    assert set(seen) == set(expected) and calls >= -(-len(expected) // 100)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 7])

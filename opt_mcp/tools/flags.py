@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
 from pydantic import Field
 
+from opt_mcp import render
 from opt_mcp.api.client import MAX_PER_PAGE, FlagFilters, OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.api.models import Flag
+from opt_mcp.budget import Detail, Fitted, clip, largest_fitting
 from opt_mcp.cursor import Cursor, CursorError, fingerprint
 from opt_mcp.runtime import api_errors, runtime
-from opt_mcp.views import FlagDetail, FlagList, FlagSummary
+from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation, untitled
 
 # Optimizely's rule for flag keys: letters, digits, '-' and '_', at most 64 characters.
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -22,7 +27,10 @@ ENVIRONMENT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 ProjectId = Annotated[
     int | None,
-    Field(description="Optimizely project id; omit to use the default project. Pass large ids as strings."),
+    Field(
+        json_schema_extra=untitled,
+        description="Optimizely project id; omit to use the default project. Pass large ids as strings.",
+    ),
 ]
 RuleType = Literal["a/b", "multi_armed_bandit", "targeted_delivery"]
 Sort = Literal[
@@ -37,23 +45,46 @@ Sort = Literal[
 ]
 
 
+DetailArg = Annotated[
+    Detail,
+    Field(
+        json_schema_extra=untitled,
+        description="summary: on/off per environment; standard: + status, rule counts; full: + description, rules",
+    ),
+]
+
+
 async def list_flags(
     ctx: Context[Any, Any],
     project_id: ProjectId = None,
     query: Annotated[
-        str | None, Field(max_length=200, description="substring to find in the key, name or description")
+        str | None,
+        Field(
+            json_schema_extra=untitled, max_length=200, description="substring to find in the key, name or description"
+        ),
     ] = None,
-    archived: Annotated[bool, Field(description="true lists only archived flags")] = False,
+    archived: Annotated[bool, Field(json_schema_extra=untitled, description="true lists only archived flags")] = False,
     environment: Annotated[
         str | None,
-        Field(pattern=ENVIRONMENT_KEY_PATTERN, description="environment key that enabled= and rule_type= look at"),
+        Field(
+            json_schema_extra=untitled,
+            pattern=ENVIRONMENT_KEY_PATTERN,
+            description="environment key that enabled= and rule_type= look at",
+        ),
     ] = None,
-    enabled: Annotated[bool | None, Field(description="only flags that are on (true) or off (false)")] = None,
-    rule_type: Annotated[RuleType | None, Field(description="only flags with a rule of this type")] = None,
-    sort: Annotated[Sort | None, Field(description="order of the results")] = None,
-    cursor: Annotated[str | None, Field(max_length=4000, description="next_cursor of the previous call")] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_PER_PAGE, description="flags per call")] = 25,
-) -> FlagList:
+    enabled: Annotated[
+        bool | None, Field(json_schema_extra=untitled, description="only flags that are on (true) or off (false)")
+    ] = None,
+    rule_type: Annotated[
+        RuleType | None, Field(json_schema_extra=untitled, description="only flags with a rule of this type")
+    ] = None,
+    sort: Annotated[Sort | None, Field(json_schema_extra=untitled, description="order of the results")] = None,
+    detail: DetailArg = "standard",
+    cursor: Annotated[
+        str | None, Field(json_schema_extra=untitled, max_length=4000, description="next_cursor of the previous call")
+    ] = None,
+    limit: Annotated[int, Field(json_schema_extra=untitled, ge=1, le=MAX_PER_PAGE, description="flags per call")] = 25,
+) -> Annotated[CallToolResult, FlagList]:
     """List a project's feature flags: per flag its key, name, and per environment on/off, status and rule counts.
 
     Start here to find a flag, then call get_flag for its rules and variables. Results come in pages: when
@@ -78,32 +109,83 @@ async def list_flags(
                 raise ToolError(f"cursor: {exc}") from None
         else:
             position = Cursor(pid, rt.client.flags_link(pid, filters, per_page=limit), 0, query_id)
-        page = await rt.client.follow_flags_link(pid, position.link)
-    end = position.skip + limit
-    items = page.items[position.skip : end]
-    if end < len(page.items):
-        next_cursor: str | None = Cursor(pid, position.link, end, query_id).encode()
-    elif page.next_link is not None:
-        next_cursor = Cursor(pid, page.next_link, 0, query_id).encode()
-    else:
-        next_cursor = None
-    return FlagList(
-        project_id=str(pid),
-        total_count=page.total_count,
-        returned=len(items),
-        flags=[FlagSummary.of(flag) for flag in items],
-        next_cursor=next_cursor,
+        page = await rt.flags_page(pid, position.link, resuming=position.skip > 0)
+    window = page.items[position.skip : position.skip + limit]
+
+    def build(
+        items: Sequence[Flag], level: Detail, rule_lists: bool, notes: list[Truncation], consumed: int | None = None
+    ) -> Fitted[FlagList]:
+        end = position.skip + (len(items) if consumed is None else consumed)
+        if end < len(page.items):
+            next_cursor: str | None = Cursor(pid, position.link, end, query_id).encode()
+        elif page.next_link is not None:
+            next_cursor = Cursor(pid, page.next_link, 0, query_id).encode()
+        else:
+            next_cursor = None
+        view = FlagList(
+            project_id=str(pid),
+            total_count=page.total_count,
+            returned=len(items),
+            detail=level,
+            flags=[FlagSummary.of(flag, level, rule_lists=rule_lists) for flag in items],
+            next_cursor=next_cursor,
+            truncated=notes,
+        )
+        return Fitted(view, render.flag_list(view))
+
+    budget = rt.settings.max_tokens
+    # Fitting, in order: the level asked for; full's rule lists summarised as counts; then fewer flags.
+    attempts: list[tuple[Detail, bool, list[Truncation]]] = [(detail, True, [])]
+    if detail == "full" and any(f.environments for f in window):
+        counts_note = Truncation(
+            omitted="rule lists (shown as counts by type)",
+            count=sum(len(e.rules_detail) for f in window for e in f.environments.values()),
+            get_it="get_flag(flag_key=...) for one flag's rules",
+        )
+        attempts.append(("full", False, [counts_note]))
+    for level, rule_lists, notes in attempts:
+        result = build(window, level, rule_lists, notes)
+        if result.tokens <= budget:
+            return result.response()
+    level, rule_lists, notes = attempts[-1]
+    shorter = Truncation(
+        omitted=f"flags of this page (they did not fit the {budget}-token budget)",
+        count=0,
+        get_it="list_flags with cursor=next_cursor and the same filters",
     )
+
+    def shortened(items: Sequence[Flag]) -> Fitted[FlagList]:
+        note = shorter.model_copy(update={"count": len(window) - len(items)})
+        return build(items, level, rule_lists, [*notes, note])
+
+    best = largest_fitting(window, shortened, lambda r: r.tokens <= budget)
+    if best is None or best[1] == 0:
+        # Not even one flag fits at this level: give its key and the call that shows it, and move past it.
+        too_big = Truncation(
+            omitted=f"flag {window[0].key!r}, too large for the budget at detail={level}",
+            count=1,
+            get_it=f"get_flag(flag_key={window[0].key!r}) or list_flags with detail=summary",
+        )
+        return build(window[:0], level, rule_lists, [too_big], consumed=1).response()
+    return best[0].response()
 
 
 async def get_flag(
     ctx: Context[Any, Any],
-    flag_key: Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag's key, e.g. product_sort")],
+    flag_key: Annotated[
+        str,
+        Field(json_schema_extra=untitled, pattern=FLAG_KEY_PATTERN, description="the flag's key, e.g. product_sort"),
+    ],
     project_id: ProjectId = None,
     environment: Annotated[
-        str | None, Field(pattern=ENVIRONMENT_KEY_PATTERN, description="show only this environment's rules")
+        str | None,
+        Field(
+            json_schema_extra=untitled,
+            pattern=ENVIRONMENT_KEY_PATTERN,
+            description="show only this environment's rules",
+        ),
     ] = None,
-) -> FlagDetail:
+) -> Annotated[CallToolResult, FlagDetail]:
     """Show one flag: description, variables, and per environment whether it is on, its status and its rules.
 
     Each rule shows its type, status, audiences, traffic %, variations, primary metric, days running and, for
@@ -123,7 +205,96 @@ async def get_flag(
     if environment is not None and environment not in flag.environments:
         known = ", ".join(sorted(flag.environments)) or "none"
         raise ToolError(f"environment: flag {flag_key!r} has no environment {environment!r}; it has: {known}")
-    return FlagDetail.of(pid, flag, environment)
+    return fit_flag_detail(FlagDetail.of(pid, flag, environment), rt.settings.max_tokens).response()
+
+
+def fit_flag_detail(full: FlagDetail, budget: int) -> Fitted[FlagDetail]:
+    """The flag within the budget. In order: as it is; long texts clipped; the first rules of each environment
+    in full and the rest by key; rules by count only; variables left out."""
+
+    def fitted(view: FlagDetail) -> Fitted[FlagDetail]:
+        return Fitted(view, render.flag_detail(view))
+
+    result = fitted(full)
+    if result.tokens <= budget:
+        return result
+    clipped, notes = _clip_texts(full)
+    result = fitted(clipped.model_copy(update={"truncated": notes}))
+    if result.tokens <= budget:
+        return result
+    by_env = f"get_flag(flag_key={full.key!r}, environment=...)" if len(full.environments) > 1 else None
+    rules_note = Truncation(
+        omitted="rules (listed by key in more_rules)",
+        count=0,
+        get_it=by_env or "the Optimizely app (this environment has more rules than fit; raise OPT_MCP_MAX_TOKENS)",
+    )
+
+    def first_rules(keep: Sequence[int]) -> Fitted[FlagDetail]:
+        envs = [
+            e.model_copy(
+                update={"rules": e.rules[: len(keep)], "more_rules": [r.key for r in e.rules[len(keep) :]] or None}
+            )
+            for e in clipped.environments
+        ]
+        left = sum(len(e.more_rules or []) for e in envs)
+        return fitted(
+            clipped.model_copy(
+                update={"environments": envs, "truncated": [*notes, rules_note.model_copy(update={"count": left})]}
+            )
+        )
+
+    most = max((len(e.rules) for e in clipped.environments), default=0)
+    best = largest_fitting(range(most), first_rules, lambda r: r.tokens <= budget)
+    if best is not None:
+        return best[0]
+    counts_only = clipped.model_copy(
+        update={
+            "environments": [e.model_copy(update={"rules": [], "more_rules": None}) for e in clipped.environments],
+            "truncated": [
+                *notes,
+                rules_note.model_copy(
+                    update={"omitted": "rules (counts only)", "count": sum(e.rule_count for e in clipped.environments)}
+                ),
+            ],
+        }
+    )
+    result = fitted(counts_only)
+    if result.tokens <= budget:
+        return result
+    no_variables = Truncation(omitted="variables", count=len(counts_only.variables), get_it="the Optimizely app")
+    bare = counts_only.model_copy(update={"variables": [], "truncated": [*counts_only.truncated, no_variables]})
+    result = fitted(bare)
+    if result.tokens <= budget:
+        return result
+    # Last resort, for names and descriptions of pathological size: cut them short too.
+    name, _ = clip(bare.name, 60)
+    description, _ = clip(bare.description, 60)
+    return fitted(bare.model_copy(update={"name": name, "description": description}))
+
+
+_TEXT_LIMIT = 500
+
+
+def _clip_texts(view: FlagDetail) -> tuple[FlagDetail, list[Truncation]]:
+    clipped = 0
+    description, cut = clip(view.description, _TEXT_LIMIT)
+    clipped += cut
+    variables = []
+    for variable in view.variables:
+        default, cut_default = clip(variable.default, _TEXT_LIMIT)
+        text, cut_text = clip(variable.description or "", _TEXT_LIMIT)
+        clipped += cut_default + cut_text
+        variables.append(variable.model_copy(update={"default": default, "description": text or None}))
+    notes = []
+    if clipped:
+        notes.append(
+            Truncation(
+                omitted=f"long texts (description, variable defaults) cut to {_TEXT_LIMIT} characters",
+                count=clipped,
+                get_it="the Optimizely app shows them in full",
+            )
+        )
+    return view.model_copy(update={"description": description, "variables": variables}), notes
 
 
 async def _closest_keys(client: OptimizelyClient, project_id: int, key: str) -> list[str]:

@@ -1,0 +1,109 @@
+"""The context budget: what a result costs in tokens, and fitting a result into a budget.
+
+Every tool result is measured as it is sent — its structured content (compact JSON) plus its text rendering — and
+must fit the per-call budget (``OPT_MCP_MAX_TOKENS``), which is never above the hard ceiling (Claude Code's default
+limit for MCP output). The estimate is cheap, with no tokenizer on the hot path, and calibrated to err high against
+a real BPE tokenizer (cl100k) on this project's own outputs: ``bench/run`` reports the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Generic, Literal, TypeVar
+
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel
+
+HARD_CEILING = 25_000
+DEFAULT_MAX_TOKENS = 6_000
+MIN_MAX_TOKENS = 1_000
+Detail = Literal["summary", "standard", "full"]
+
+# The pieces BPE tokenizers tend to make of text, counted class by class (each scan runs in C): words (one token up
+# to 12 letters, then about 8 letters a token), digit groups (3 digits a token), non-ASCII characters (a bit over
+# one each), whitespace other than a single space, and runs of ASCII punctuation (JSON's '":' or '", "' are one or
+# two tokens, not one per character). Rounding is always up, so the estimate errs high.
+_WORDS = re.compile(r"[A-Za-z]+")
+_LONG_WORDS = re.compile(r"[A-Za-z]{13,}")
+_DIGITS = re.compile(r"\d+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_SPACING = re.compile(r"\s{2,}|[^\S ]")
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]+")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+V = TypeVar("V", bound=BaseModel)
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative estimate of the tokens ``text`` costs a model."""
+    words = len(_WORDS.findall(text)) + sum(map(len, _LONG_WORDS.findall(text))) / 8
+    digit_runs = _DIGITS.findall(text)
+    digits = (sum(map(len, digit_runs)) + 2 * len(digit_runs)) / 3
+    punctuation_runs = _PUNCTUATION.findall(text)
+    punctuation = (sum(map(len, punctuation_runs)) + len(punctuation_runs)) / 2
+    other = 1.1 * len(_NON_ASCII.findall(text)) + len(_SPACING.findall(text))
+    return int(words + digits + punctuation + other) + 1
+
+
+def structured(view: BaseModel) -> dict[str, object]:
+    """A view as structured content: JSON-ready, without optional fields left at their defaults."""
+    return view.model_dump(mode="json", exclude_defaults=True)
+
+
+def result_tokens(view: BaseModel, text: str) -> int:
+    """What a result costs: its structured content as compact JSON, plus its text rendering."""
+    compact = json.dumps(structured(view), separators=(",", ":"), ensure_ascii=False)
+    return estimate_tokens(compact) + estimate_tokens(text)
+
+
+def respond(view: BaseModel, text: str) -> CallToolResult:
+    """The tool result: the text a model reads, and the structured content an app reads (the same facts)."""
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
+
+
+@dataclass
+class Fitted(Generic[V]):
+    """A candidate result: its view, its text rendering, and what the two cost together."""
+
+    view: V
+    text: str
+
+    @cached_property
+    def tokens(self) -> int:
+        return result_tokens(self.view, self.text)
+
+    def response(self) -> CallToolResult:
+        return respond(self.view, self.text)
+
+
+def largest_fitting(
+    items: Sequence[T], build: Callable[[Sequence[T]], R], fits: Callable[[R], bool]
+) -> tuple[R, int] | None:
+    """The result built from the longest prefix of ``items`` that fits, and that prefix's length.
+
+    None when not even the empty prefix fits. Binary search: the cost of a prefix grows with its length.
+    """
+    low, high = 0, len(items)
+    best: tuple[R, int] | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = build(items[:middle])
+        if fits(candidate):
+            best = (candidate, middle)
+            low = middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def clip(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to ``limit`` characters with a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text, False
+    return f"{text[:limit]}… [{len(text) - limit} more characters]", True
