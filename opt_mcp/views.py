@@ -16,7 +16,11 @@ from opt_mcp.budget import Detail
 
 
 def untitled(schema: dict[str, Any]) -> None:
-    """Tool definitions are read on every turn: drop the titles pydantic derives from field names."""
+    """Tool definitions are read on every turn: drop the titles pydantic derives from field names.
+
+    Optional fields stay ``anyOf`` branches of one type each: ``"type": [T, "null"]`` would be shorter, but clients
+    that map schemas onto a single-type dialect reject it (the MCP Inspector flags it as a portability warning).
+    """
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)

@@ -44,7 +44,7 @@ def server(sandbox: Sandbox, max_tokens: int) -> Any:
 def test_estimate_grows_with_text_and_never_returns_zero() -> None:
     assert estimate_tokens("") == 1
     small, large = estimate_tokens('{"key": "a"}'), estimate_tokens('{"key": "a"}' * 100)
-    assert 1 < small < large and large >= 100 * (small - 1)
+    assert 1 < small < large and large >= 0.8 * 100 * (small - 1)  # about linear (repeats merge a little)
     assert estimate_tokens("日本語" * 100) >= 300  # one non-ASCII character is at least a token
 
 

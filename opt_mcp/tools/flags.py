@@ -100,15 +100,16 @@ async def list_flags(
         rule_type=[rule_type] if rule_type else (),
         sort=[sort] if sort else (),
     )
-    query_id = fingerprint({"filters": filters.params()})
+    query_id = fingerprint({"project": pid, "filters": filters.params()})
+    collection = f"/projects/{pid}/flags"
     with api_errors():
         if cursor:
             try:
-                position = Cursor.decode(cursor, project_id=pid, query=query_id)
+                position = Cursor.decode(cursor, collection=collection, query=query_id)
             except CursorError as exc:
                 raise ToolError(f"cursor: {exc}") from None
         else:
-            position = Cursor(pid, rt.client.flags_link(pid, filters, per_page=limit), 0, query_id)
+            position = Cursor(collection, rt.client.flags_link(pid, filters, per_page=limit), 0, query_id)
         page = await rt.flags_page(pid, position.link, resuming=position.skip > 0)
     window = page.items[position.skip : position.skip + limit]
 
@@ -117,9 +118,9 @@ async def list_flags(
     ) -> Fitted[FlagList]:
         end = position.skip + (len(items) if consumed is None else consumed)
         if end < len(page.items):
-            next_cursor: str | None = Cursor(pid, position.link, end, query_id).encode()
+            next_cursor: str | None = Cursor(collection, position.link, end, query_id).encode()
         elif page.next_link is not None:
-            next_cursor = Cursor(pid, page.next_link, 0, query_id).encode()
+            next_cursor = Cursor(collection, _without_fragment(page.next_link), 0, query_id).encode()
         else:
             next_cursor = None
         view = FlagList(
@@ -168,6 +169,11 @@ async def list_flags(
         )
         return build(window[:0], level, rule_lists, [too_big], consumed=1).response()
     return best[0].response()
+
+
+def _without_fragment(link: str) -> str:
+    # next_url carries a '#page' fragment that no request sends; it would only lengthen the cursor.
+    return link.partition("#")[0]
 
 
 async def get_flag(
