@@ -72,6 +72,13 @@ async def test_every_tool_is_fully_described(client: Client) -> None:
         assert len(json.dumps(tool.input_schema)) < 4000, f"{tool.name}: input schema too large"
 
 
+async def test_tool_definitions_a_model_reads_stay_under_8_kb(client: Client) -> None:
+    """Claude's clients put each tool's name, description and input schema in the model's context."""
+    tools = (await client.list_tools()).tools
+    facing = [json.dumps({"name": t.name, "description": t.description, "input_schema": t.input_schema}) for t in tools]
+    assert sum(len(text.encode()) for text in facing) < 8 * 1024
+
+
 async def test_tool_schemas_match_the_snapshot(client: Client) -> None:
     """A change to any tool's schema, description or annotations shows up here, in review."""
     tools = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in (await client.list_tools()).tools]
