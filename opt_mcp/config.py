@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from opt_mcp.budget import DEFAULT_MAX_TOKENS, HARD_CEILING, MIN_MAX_TOKENS
+from opt_mcp.guard import TOKEN_TTL_SECONDS, ConfirmMode, new_secret
 from opt_mcp.sandbox import SEED_PROJECT_ID, SandboxConfig
 
 DEFAULT_BASE_URL = "https://api.optimizely.com"
@@ -29,6 +30,10 @@ class Settings:
     read_only: bool = False
     force_sandbox: bool = False
     max_tokens: int = DEFAULT_MAX_TOKENS
+    confirm: ConfirmMode = "elicit"
+    secret: bytes = field(default_factory=new_secret, repr=False)
+    audit_log: str | None = None
+    token_ttl: float = TOKEN_TTL_SECONDS
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +84,15 @@ class Settings:
                     f"(the hard ceiling), not {raw_budget!r}"
                 )
             max_tokens = int(raw_budget)
+        confirm = environ.get("OPT_MCP_CONFIRM", "").strip().lower() or "elicit"
+        if confirm not in ("elicit", "token", "production-only"):
+            raise ConfigError(f"OPT_MCP_CONFIRM must be elicit, token or production-only, not {confirm!r}")
+        raw_secret = environ.get("OPT_MCP_SECRET", "")
+        if raw_secret and len(raw_secret.encode()) < 32:
+            raise ConfigError("OPT_MCP_SECRET must be at least 32 characters (it signs confirmation tokens)")
+        raw_ttl = environ.get("OPT_MCP_CONFIRM_TTL", "").strip()
+        if raw_ttl and (not raw_ttl.isdigit() or not 10 <= int(raw_ttl) <= 3600):
+            raise ConfigError(f"OPT_MCP_CONFIRM_TTL must be a number of seconds from 10 to 3600, not {raw_ttl!r}")
         try:
             sandbox_config = SandboxConfig.from_env(environ)
         except ValueError as exc:
@@ -90,6 +104,10 @@ class Settings:
             read_only=_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
             force_sandbox=_flag(environ, "OPT_MCP_SANDBOX") if sandbox is None else sandbox,
             max_tokens=max_tokens,
+            confirm=confirm,  # type: ignore[arg-type]
+            secret=raw_secret.encode() if raw_secret else new_secret(),
+            audit_log=environ.get("OPT_MCP_AUDIT_LOG", "").strip() or None,
+            token_ttl=float(raw_ttl) if raw_ttl else TOKEN_TTL_SECONDS,
             sandbox=sandbox_config,
         )
 

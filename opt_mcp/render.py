@@ -14,6 +14,7 @@ from opt_mcp.views import (
     ProjectList,
     RuleView,
     Truncation,
+    WriteResult,
 )
 
 
@@ -130,3 +131,27 @@ def project_list(view: ProjectList) -> str:
         for p in view.projects
     ]
     return "\n".join(lines + _notes(view.truncated))
+
+
+def write_result(view: WriteResult) -> str:
+    headline = {
+        "preview": "PREVIEW — nothing has been written.",
+        "written": "WRITTEN.",
+        "declined": "DECLINED — nothing was written.",
+        "changed": "NOT WRITTEN — the resource changed since the preview. This is a fresh preview.",
+        "unchanged": "NOTHING TO DO.",
+    }[view.status]
+    lines = [f"{view.tool}: {headline} {view.summary}"]
+    lines += [
+        f"  {c.path}: {json.dumps(c.before, ensure_ascii=False)} -> {json.dumps(c.after, ensure_ascii=False)}"
+        for c in view.changes
+    ]
+    lines += [f"  effect: {effect}" for effect in view.effects]
+    lines += [f"  WARNING: {warning}" for warning in view.warnings]
+    lines += [f"  {key}: {outcome}" for key, outcome in view.results.items()]
+    if view.revisions:
+        lines.append("revisions: " + ", ".join(f"{k} {v}" for k, v in view.revisions.items()))
+    if view.confirmation_token:
+        lines.append(f"confirmation_token: {view.confirmation_token} (expires {view.expires_at:%H:%M:%S} UTC)")
+    lines.append(f"next: {view.next_step}")
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import FlagsPage
 from opt_mcp.config import Settings
+from opt_mcp.guard import Guard
 
 PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
@@ -26,6 +27,7 @@ PAGE_MEMORY_SECONDS = 60.0
 class Runtime:
     settings: Settings
     client: OptimizelyClient
+    guard: Guard
     # API pages a list result was cut from; a cursor that resumes inside one reuses it instead of fetching it again.
     _pages: OrderedDict[str, tuple[float, FlagsPage]] = field(default_factory=OrderedDict)
 

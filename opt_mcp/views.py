@@ -7,9 +7,9 @@ large. Tools accept them back as strings or numbers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 from opt_mcp.api.models import Environment, Flag, FlagEnvironment, Project, RuleDetails
 from opt_mcp.budget import Detail
@@ -24,6 +24,16 @@ def untitled(schema: dict[str, Any]) -> None:
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
+
+
+def without_titles(schema: Any) -> Any:
+    """A copy of a JSON schema without the titles pydantic derives from names (for input schemas, which the SDK
+    generates itself; output models drop theirs through ``untitled``)."""
+    if isinstance(schema, dict):
+        return {k: without_titles(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [without_titles(item) for item in schema]
+    return schema
 
 
 class View(BaseModel):
@@ -277,3 +287,40 @@ class ProjectList(View):
     projects: list[ProjectView]
     default_project_id: str | None = Field(description="the project tools use when project_id is not given")
     truncated: list[Truncation] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Writes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+# Any JSON value, spelled as single-type branches: an empty schema ({}) is flagged by clients as constraining nothing.
+AnyJson = Annotated[
+    JsonValue,
+    WithJsonSchema({"anyOf": [{"type": t} for t in ("string", "number", "boolean", "object", "array", "null")]}),
+]
+
+
+class Change(View):
+    path: str = Field(description="JSON Pointer relative to the flag")
+    before: AnyJson = None
+    after: AnyJson = None
+
+
+class WriteResult(View):
+    status: Literal["preview", "written", "declined", "changed", "unchanged"] = Field(
+        description="preview: nothing written yet; written: done; declined: the user said no; changed: the "
+        "resource changed since the preview, nothing written, here is a fresh preview; unchanged: nothing to do"
+    )
+    tool: str
+    summary: str
+    changes: list[Change] = Field(default_factory=list)
+    effects: list[str] = Field(default_factory=list, description="what else happens: environments, rules")
+    warnings: list[str] = Field(default_factory=list)
+    revisions: dict[str, int | None] = Field(
+        default_factory=dict, description="before the write for a preview, after it once written"
+    )
+    results: dict[str, str] = Field(default_factory=dict, description="per flag key, for bulk writes")
+    confirmation_token: str | None = None
+    expires_at: datetime | None = None
+    next_step: str

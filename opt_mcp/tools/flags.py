@@ -19,7 +19,7 @@ from opt_mcp.api.models import Flag
 from opt_mcp.budget import Detail, Fitted, clip, largest_fitting
 from opt_mcp.cursor import Cursor, CursorError, fingerprint
 from opt_mcp.runtime import api_errors, runtime
-from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation, untitled
+from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation
 
 # Optimizely's rule for flag keys: letters, digits, '-' and '_', at most 64 characters.
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -28,8 +28,7 @@ ENVIRONMENT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ProjectId = Annotated[
     int | None,
     Field(
-        json_schema_extra=untitled,
-        description="Optimizely project id; omit to use the default project. Pass large ids as strings.",
+        description="project id (default: the configured project); large ids as strings",
     ),
 ]
 RuleType = Literal["a/b", "multi_armed_bandit", "targeted_delivery"]
@@ -48,7 +47,6 @@ Sort = Literal[
 DetailArg = Annotated[
     Detail,
     Field(
-        json_schema_extra=untitled,
         description="summary: on/off per environment; standard: + status, rule counts; full: + description, rules",
     ),
 ]
@@ -59,31 +57,22 @@ async def list_flags(
     project_id: ProjectId = None,
     query: Annotated[
         str | None,
-        Field(
-            json_schema_extra=untitled, max_length=200, description="substring to find in the key, name or description"
-        ),
+        Field(max_length=200, description="substring to find in the key, name or description"),
     ] = None,
-    archived: Annotated[bool, Field(json_schema_extra=untitled, description="true lists only archived flags")] = False,
+    archived: Annotated[bool, Field(description="true lists only archived flags")] = False,
     environment: Annotated[
         str | None,
         Field(
-            json_schema_extra=untitled,
             pattern=ENVIRONMENT_KEY_PATTERN,
             description="environment key that enabled= and rule_type= look at",
         ),
     ] = None,
-    enabled: Annotated[
-        bool | None, Field(json_schema_extra=untitled, description="only flags that are on (true) or off (false)")
-    ] = None,
-    rule_type: Annotated[
-        RuleType | None, Field(json_schema_extra=untitled, description="only flags with a rule of this type")
-    ] = None,
-    sort: Annotated[Sort | None, Field(json_schema_extra=untitled, description="order of the results")] = None,
+    enabled: Annotated[bool | None, Field(description="only flags that are on (true) or off (false)")] = None,
+    rule_type: Annotated[RuleType | None, Field(description="only flags with a rule of this type")] = None,
+    sort: Annotated[Sort | None, Field(description="order of the results")] = None,
     detail: DetailArg = "standard",
-    cursor: Annotated[
-        str | None, Field(json_schema_extra=untitled, max_length=4000, description="next_cursor of the previous call")
-    ] = None,
-    limit: Annotated[int, Field(json_schema_extra=untitled, ge=1, le=MAX_PER_PAGE, description="flags per call")] = 25,
+    cursor: Annotated[str | None, Field(max_length=4000, description="next_cursor of the previous call")] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_PER_PAGE, description="flags per call")] = 25,
 ) -> Annotated[CallToolResult, FlagList]:
     """List a project's feature flags: per flag its key, name, and per environment on/off, status and rule counts.
 
@@ -180,13 +169,12 @@ async def get_flag(
     ctx: Context[Any, Any],
     flag_key: Annotated[
         str,
-        Field(json_schema_extra=untitled, pattern=FLAG_KEY_PATTERN, description="the flag's key, e.g. product_sort"),
+        Field(pattern=FLAG_KEY_PATTERN, description="the flag's key, e.g. product_sort"),
     ],
     project_id: ProjectId = None,
     environment: Annotated[
         str | None,
         Field(
-            json_schema_extra=untitled,
             pattern=ENVIRONMENT_KEY_PATTERN,
             description="show only this environment's rules",
         ),

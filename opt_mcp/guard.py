@@ -1,0 +1,259 @@
+"""The confirmation protocol: nothing is written that the user did not see and approve.
+
+Every write tool computes a preview against the live resource (what changes, and the revision it saw). Then:
+- a client that can elicit asks the user in the client, with the preview as the message. Under the 2026 protocol
+  the question is re-asked if the preview changed before the answer came back (the SDK consumes an answer only for
+  the exact question it was given); under the handshake protocol the same call carries the preview to the write;
+- otherwise the first call returns the preview and a signed, single-use confirmation token bound to the tool, the
+  exact arguments and the previewed revisions; the write happens when the same call comes back with the token.
+Just before writing, the resource is fetched again: if its revision moved, nothing is written and a fresh preview
+is returned. Every write and every refused write leaves an audit record; the audit never holds a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from mcp.server.mcpserver import Context, Elicit
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+ConfirmMode = Literal["elicit", "token", "production-only"]
+TOKEN_TTL_SECONDS = 600.0
+log = logging.getLogger("opt_mcp.guard")
+
+
+class Confirm(BaseModel):
+    """What the user answers in the client."""
+
+    confirm: bool = Field(description="Apply exactly the change shown?")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A resolver outcome that is not the user's answer: confirm by token, or no confirmation needed."""
+
+    kind: Literal["token", "skip"]
+
+
+@dataclass
+class Preview:
+    """What a write would do, computed against the live resource."""
+
+    tool: str
+    arguments: dict[str, Any]
+    revisions: dict[str, int | None]
+    message: str
+    skip_confirmation: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """A confirmation that cannot be used; the message says why and what to do."""
+
+
+class Stale(Refused):
+    """A valid token for these arguments, but the resource has changed since its preview."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Confirmation tokens
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """Tokens already used, until they expire. One process; issue #11 puts it in Redis for replicas."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def use(self, token_id: str, expires_at: float) -> bool:
+        """Mark a token used; False if it already was."""
+        now = time.time()
+        with self._lock:
+            for key in [k for k, exp in self._used.items() if exp < now]:
+                del self._used[key]
+            if token_id in self._used:
+                return False
+            self._used[token_id] = expires_at
+            return True
+
+
+def canonical(arguments: Mapping[str, Any]) -> str:
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class TokenSigner:
+    """Issues and redeems confirmation tokens: HMAC-SHA256 over tool, arguments, revisions, expiry and a nonce."""
+
+    def __init__(self, secret: bytes, ledger: Ledger, *, ttl: float = TOKEN_TTL_SECONDS) -> None:
+        if len(secret) < 32:
+            raise ValueError("the signing secret must be at least 32 bytes")
+        self._secret = secret
+        self._ledger = ledger
+        self.ttl = ttl
+
+    def __repr__(self) -> str:
+        return f"TokenSigner(ttl={self.ttl})"
+
+    @staticmethod
+    def _digest(value: object) -> str:
+        return hashlib.sha256(canonical({"v": value}).encode()).hexdigest()[:24]
+
+    def _sign(self, payload: str) -> str:
+        mac = hmac.new(self._secret, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def issue(self, tool: str, arguments: Mapping[str, Any], revisions: Mapping[str, int | None]) -> tuple[str, float]:
+        expires = time.time() + self.ttl
+        scope = self._digest({"tool": tool, "arguments": arguments})
+        payload = f"{scope}.{self._digest(revisions)}.{int(expires)}.{secrets.token_urlsafe(9)}"
+        return f"{payload}.{self._sign(payload)}", expires
+
+    def redeem(self, token: str, tool: str, arguments: Mapping[str, Any], revisions: Mapping[str, int | None]) -> None:
+        """Accept a token once, for exactly this call and state; raise Refused (or Stale) otherwise."""
+        try:
+            scope, state, expires, nonce, signature = token.split(".")
+            expires_at = float(expires)
+        except ValueError:
+            raise Refused("confirmation_token is malformed: call again without it to get a fresh preview") from None
+        if not hmac.compare_digest(self._sign(f"{scope}.{state}.{expires}.{nonce}"), signature):
+            raise Refused("confirmation_token is not one this server issued: call again without it for a preview")
+        if expires_at < time.time():
+            raise Refused("confirmation_token has expired: call again without it to get a fresh preview")
+        if not hmac.compare_digest(scope, self._digest({"tool": tool, "arguments": arguments})):
+            raise Refused(
+                "confirmation_token was issued for other arguments or another tool: a token confirms exactly the "
+                "call that was previewed; call again without it to preview this one"
+            )
+        if not hmac.compare_digest(state, self._digest(revisions)):
+            raise Stale("the resource changed since the preview this token confirms")
+        if not self._ledger.use(f"{scope}.{nonce}", expires_at):
+            raise Refused("confirmation_token was already used: each token confirms one write")
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Audit
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class Audit:
+    """JSON lines, one per write or refused write, to stderr or to a file (``OPT_MCP_AUDIT_LOG``)."""
+
+    def __init__(self, path: str | None = None, stream: TextIO | None = None) -> None:
+        self._path = path
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def record(self, **fields: Any) -> None:
+        entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        with self._lock:
+            if self._path:
+                with open(self._path, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+            else:
+                stream = self._stream or sys.stderr
+                stream.write(f"opt-mcp audit {line}\n")
+                stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The flow every write tool follows
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def can_elicit(ctx: Context[Any, Any]) -> bool:
+    """Whether the user can be asked in the client during this call."""
+    capabilities = ctx.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    if elicitation is None or (elicitation.form is None and elicitation.url is not None):
+        return False
+    version = ctx.protocol_version or ""
+    return version >= "2026-07-28" or ctx.session.can_send_request
+
+
+def ask(ctx: Context[Any, Any], preview: Preview, mode: ConfirmMode, token: str | None) -> Elicit[Confirm] | Decision:
+    """Resolver body shared by the write tools: ask the user in the client, or fall back to a token."""
+    if preview.skip_confirmation:
+        return Decision("skip")
+    if token is None and mode != "token" and can_elicit(ctx):
+        return Elicit(preview.message, Confirm)
+    return Decision("token")
+
+
+@dataclass
+class Guard:
+    signer: TokenSigner
+    audit: Audit
+    mode: ConfirmMode = "elicit"
+
+    async def run(
+        self,
+        preview: Preview,
+        outcome: Any,
+        token: str | None,
+        *,
+        fresh_preview: Callable[[], Awaitable[Preview]],
+        write: Callable[[], Awaitable[tuple[Any, dict[str, int | None]]]],
+        show: Callable[[Preview, str, str | None, float | None], Any],
+    ) -> Any:
+        """Confirm, re-check the revisions, then write; or return why nothing was written.
+
+        ``outcome`` is the resolver's result (the user's answer, or a Decision). ``show`` renders a result that
+        writes nothing: (preview, status, token, expires_at). ``write`` returns its result and the revisions after.
+        """
+        audit = {"tool": preview.tool, "arguments": preview.arguments, "revision_before": preview.revisions}
+        decision = getattr(outcome, "data", None)
+        if getattr(outcome, "action", "accept") != "accept" or (isinstance(decision, Confirm) and not decision.confirm):
+            self.audit.record(**audit, outcome="declined")
+            return show(preview, "declined", None, None)
+        by_token = isinstance(decision, Decision) and decision.kind == "token"
+        if by_token:
+            if token is None:
+                issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
+                return show(preview, "preview", issued, expires)
+            try:
+                self.signer.redeem(token, preview.tool, preview.arguments, preview.revisions)
+            except Stale as exc:
+                self.audit.record(**audit, outcome="refused", reason=str(exc))
+                issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
+                return show(preview, "changed", issued, expires)
+            except Refused as exc:
+                self.audit.record(**audit, outcome="refused", reason=str(exc))
+                raise ToolError(f"confirmation_token: {exc}. Nothing was written.") from None
+        current = await fresh_preview()
+        if current.revisions != preview.revisions:
+            self.audit.record(
+                **audit, outcome="refused", reason="changed since the preview", revision_now=current.revisions
+            )
+            if by_token:
+                issued, expires = self.signer.issue(current.tool, current.arguments, current.revisions)
+                return show(current, "changed", issued, expires)
+            return show(current, "changed", None, None)
+        try:
+            result, after = await write()
+        except Exception as exc:
+            self.audit.record(
+                **audit, outcome="failed", status=getattr(exc, "status", None), uuid=getattr(exc, "uuid", None)
+            )
+            raise
+        self.audit.record(**audit, outcome="written", revision_after=after)
+        return result

@@ -1,0 +1,644 @@
+"""Write tools: patch_flag, archive_flags, unarchive_flags, set_flag_enabled. Each goes through the guard: a
+preview against the live resource, the user's confirmation, a revision check just before the write, and a check of
+the answer after it."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import jsonpatch
+import jsonpointer
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
+from pydantic import BaseModel, ConfigDict, Field
+
+from opt_mcp import render
+from opt_mcp.api.client import FlagFilters
+from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.api.models import Flag
+from opt_mcp.budget import respond
+from opt_mcp.guard import Confirm, Decision, Preview, ask
+from opt_mcp.runtime import Runtime, api_errors, runtime
+from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
+from opt_mcp.views import AnyJson, Change, WriteResult
+
+# Flag properties a patch may change: the spec's non-readOnly Flag properties, less `key` (fixed after creation)
+# and `archived` (archive_flags does it, with its preview). A test compares this list with the spec.
+WRITABLE_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "outlier_filtering_enabled",
+        "variable_definitions",
+        "custom_fields",
+        "owner_user_id",
+        "team_ids",
+    }
+)
+VARIABLE_FIELDS = frozenset({"key", "type", "default_value", "description"})
+CONTAINERS = frozenset({"variable_definitions", "custom_fields", "team_ids"})
+VARIABLE_TYPES = ("boolean", "string", "double", "integer", "json")
+_NOT_WRITABLE = {
+    "key": "a flag's key cannot change after it is created",
+    "archived": "use archive_flags or unarchive_flags, which preview what stops",
+    "environments": "use set_flag_enabled to turn the flag on or off in an environment",
+}
+ARCHIVE_CHUNK = 50
+
+ConfirmationToken = Annotated[
+    str | None,
+    Field(
+        max_length=300,
+        description="the preview's token, only after the user approved it",
+    ),
+]
+FlagKey = Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag's key")]
+
+
+class PatchOperation(BaseModel):
+    """One RFC 6902 operation; paths are relative to the flag, e.g. /description."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    op: Literal["add", "remove", "replace", "move", "copy", "test"]
+    path: str = Field(max_length=300)
+    value: AnyJson = None
+    from_: str | None = Field(default=None, alias="from", max_length=300)
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.op, "path": self.path}
+        if self.op in ("add", "replace", "test"):
+            out["value"] = self.value
+        if self.from_ is not None:
+            out["from"] = self.from_
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Shared
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _show(preview: Preview, status: str, token: str | None, expires: float | None) -> CallToolResult:
+    """A result that writes nothing: the preview, and what to do next."""
+    next_step = {
+        "preview": "Show this preview to the user. Only if they approve, call the same tool again with the same "
+        "arguments plus confirmation_token.",
+        "declined": "Nothing was written: the user declined. Do not retry unless they ask again.",
+        "changed": "Nothing was written. Show the fresh preview to the user; "
+        "the earlier confirmation no longer applies.",
+    }[status]
+    if status == "changed" and token:
+        next_step += " If they approve, call again with the new confirmation_token."
+    view = WriteResult(
+        status=status,
+        tool=preview.tool,
+        summary=preview.extra["summary"],
+        changes=preview.extra.get("changes", []),
+        effects=preview.extra.get("effects", []),
+        warnings=preview.extra.get("warnings", []),
+        revisions=preview.revisions,
+        confirmation_token=token,
+        expires_at=datetime.fromtimestamp(expires, UTC) if expires else None,
+        next_step=next_step,
+    )
+    return respond(view, render.write_result(view))
+
+
+def _done(view: WriteResult) -> CallToolResult:
+    return respond(view, render.write_result(view))
+
+
+def _message(tool: str, extra: dict[str, Any], revisions: dict[str, int | None]) -> str:
+    """The preview as the user sees it in the client."""
+    lines = [f"Confirm {tool}: {extra['summary']}"]
+    lines += [f"  {c.path}: {c.before!r} -> {c.after!r}" for c in extra.get("changes", [])]
+    lines += [f"  {e}" for e in extra.get("effects", [])]
+    lines += [f"  WARNING: {w}" for w in extra.get("warnings", [])]
+    lines.append("revisions: " + ", ".join(f"{k} {v}" for k, v in revisions.items()))
+    return "\n".join(lines)
+
+
+async def _fetch_flag(rt: Runtime, project_id: int, flag_key: str) -> Flag:
+    with api_errors():
+        try:
+            return await rt.client.get_flag(project_id, flag_key)
+        except OptimizelyError as exc:
+            if exc.status == 404:
+                raise ToolError(
+                    f"flag_key: no flag {flag_key!r} in project {project_id}; list_flags shows the keys"
+                ) from None
+            raise
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# patch_flag
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _relative(op_path: str, flag_key: str, what: str) -> list[str]:
+    try:
+        parts = [str(p) for p in jsonpointer.JsonPointer(op_path).parts]
+    except jsonpointer.JsonPointerException as exc:
+        raise ToolError(f"{what}: {op_path!r} is not a JSON Pointer ({exc}); write paths like /description") from None
+    if parts[:1] == [flag_key] and len(parts) > 1:
+        parts = parts[1:]
+    if not parts:
+        raise ToolError(f"{what}: the path is empty; name a field, e.g. /description")
+    field = parts[0]
+    if field not in WRITABLE_FIELDS:
+        why = _NOT_WRITABLE.get(field, "it is read-only, unknown, or another flag's key (one flag per call)")
+        raise ToolError(
+            f"{what}: {op_path!r} cannot be patched: {field!r} — {why}. "
+            f"Writable: {', '.join(sorted(WRITABLE_FIELDS))}. "
+            "(Optimizely would silently ignore it, so opt-mcp refuses it.)"
+        )
+    if field == "variable_definitions" and (len(parts) > 3 or (len(parts) == 3 and parts[2] not in VARIABLE_FIELDS)):
+        raise ToolError(
+            f"{what}: {op_path!r}: a variable's writable fields are {', '.join(sorted(VARIABLE_FIELDS))}, "
+            "e.g. /variable_definitions/<key>/default_value"
+        )
+    if field not in CONTAINERS and len(parts) > 1:
+        raise ToolError(f"{what}: {op_path!r}: {field} is a single value; patch /{field}")
+    return parts
+
+
+def _writable(flag: Flag) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": flag.name,
+        "description": flag.description or "",
+        "outlier_filtering_enabled": bool(flag.outlier_filtering_enabled),
+        "variable_definitions": {
+            key: {"key": v.key, "type": v.type, "default_value": v.default_value, "description": v.description or ""}
+            for key, v in flag.variable_definitions.items()
+        },
+    }
+    for name in ("custom_fields", "owner_user_id", "team_ids"):
+        value = getattr(flag, name)
+        if value is not None:
+            doc[name] = copy.deepcopy(value)
+    return doc
+
+
+def _check_values(doc: dict[str, Any]) -> None:
+    if not isinstance(doc.get("name"), str) or not doc["name"].strip() or len(doc["name"]) > 255:
+        raise ToolError("operations: name must be a non-empty string of at most 255 characters")
+    if not isinstance(doc.get("description"), str):
+        raise ToolError("operations: description must be a string")
+    if not isinstance(doc.get("outlier_filtering_enabled"), bool):
+        raise ToolError("operations: outlier_filtering_enabled must be true or false")
+    teams = doc.get("team_ids", [])
+    if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
+        raise ToolError("operations: team_ids must be a list of team id strings")
+    if not isinstance(doc.get("owner_user_id", ""), str):
+        raise ToolError("operations: owner_user_id must be a string")
+    if not isinstance(doc.get("custom_fields", {}), dict):
+        raise ToolError("operations: custom_fields must be an object")
+    variables = doc.get("variable_definitions")
+    if not isinstance(variables, dict):
+        raise ToolError("operations: variable_definitions must be an object keyed by variable key")
+    for key, var in variables.items():
+        where = f"operations: variable_definitions/{key}"
+        if not isinstance(var, dict) or var.get("type") not in VARIABLE_TYPES:
+            raise ToolError(f"{where}: needs a type, one of {', '.join(VARIABLE_TYPES)}")
+        if var.get("key", key) != key:
+            raise ToolError(f"{where}/key must equal {key!r}")
+        if not isinstance(var.get("default_value"), str):
+            raise ToolError(f"{where}/default_value must be a string (Optimizely stores every default as text)")
+
+
+def _leaves(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict) and doc:
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            escaped = str(key).replace("~", "~0").replace("/", "~1")
+            out.update(_leaves(value, f"{prefix}/{escaped}"))
+        return out
+    return {prefix: doc}
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    """Field by field, what changes (leaves; lists compared whole)."""
+    old, new = _leaves(before), _leaves(after)
+    return [
+        Change(path=path, before=old.get(path), after=new.get(path))
+        for path in sorted(set(old) | set(new))
+        if old.get(path) != new.get(path)
+    ]
+
+
+async def _patch_preview(
+    ctx: Context[Any, Any], flag_key: str, operations: list[PatchOperation], project_id: int | None
+) -> Preview:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    relative: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for index, operation in enumerate(operations):
+        wire = operation.wire()
+        parts = _relative(operation.path, flag_key, f"operations[{index}].path")
+        wire["path"] = jsonpointer.JsonPointer.from_parts(parts).path
+        if operation.from_ is not None:
+            wire["from"] = jsonpointer.JsonPointer.from_parts(
+                _relative(operation.from_, flag_key, f"operations[{index}].from")
+            ).path
+        if operation.op == "replace" and (
+            (len(parts) == 1 and parts[0] in CONTAINERS) or (parts[0] == "variable_definitions" and len(parts) == 2)
+        ):
+            warnings.append(
+                f"{wire['path']} is replaced as a whole: anything in it that the value leaves out is removed"
+            )
+        relative.append(wire)
+    flag = await _fetch_flag(rt, pid, flag_key)
+    if flag.archived:
+        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it before patching it")
+    before = _writable(flag)
+    try:
+        after = jsonpatch.apply_patch(before, relative, in_place=False)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise ToolError(f"operations: a test operation failed against the current flag: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise ToolError(f"operations: cannot be applied to the current flag: {exc}") from None
+    _check_values(after)
+    changes = diff(before, after)
+    if not changes:
+        raise ToolError("operations: they change nothing on the current flag; get_flag shows its values")
+    extra = {
+        "summary": f"patch flag {flag_key!r} in project {pid}: {len(changes)} field(s) change",
+        "changes": changes,
+        "warnings": warnings,
+        "api_operations": [
+            {**op, "path": f"/{flag_key}{op['path']}", **({"from": f"/{flag_key}{op['from']}"} if "from" in op else {})}
+            for op in relative
+        ],
+        "expected": after,
+    }
+    revisions = {flag_key: flag.revision}
+    arguments = {"flag_key": flag_key, "project_id": pid, "operations": [op.wire() for op in operations]}
+    return Preview("patch_flag", arguments, revisions, _message("patch_flag", extra, revisions), extra=extra)
+
+
+async def _patch_ask(
+    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_patch_preview)], confirmation_token: str | None
+) -> Elicit[Confirm] | Decision:
+    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+
+async def patch_flag(
+    ctx: Context[Any, Any],
+    flag_key: FlagKey,
+    operations: Annotated[
+        list[PatchOperation],
+        Field(
+            min_length=1,
+            max_length=50,
+            description="RFC 6902 operations; paths relative to the flag",
+        ),
+    ],
+    preview: Annotated[Preview, Resolve(_patch_preview)],
+    answer: Annotated[ElicitationResult[Confirm], Resolve(_patch_ask)],
+    project_id: ProjectId = None,
+    confirmation_token: ConfirmationToken = None,
+) -> Annotated[CallToolResult, WriteResult]:
+    """Change a flag's name, description, outlier filtering, variables (/variable_definitions/<key>/default_value),
+    custom fields, owner or teams with RFC 6902 JSON Patch operations.
+
+    The user must approve a preview of exactly what changes: in the client, or by you calling again with the
+    confirmation_token the preview returned. Read-only and unknown paths are refused, never silently ignored.
+    """
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+
+    async def fresh() -> Preview:
+        return await _patch_preview(ctx, flag_key, operations, project_id)
+
+    async def write() -> tuple[CallToolResult, dict[str, int | None]]:
+        with api_errors():
+            changed = await rt.client.patch_flags(pid, preview.extra["api_operations"])
+        flag = changed.get(flag_key)
+        warnings = []
+        if flag is None:
+            raise ToolError(f"Optimizely accepted the patch but did not return {flag_key!r}; get_flag to check it")
+        if _writable(flag) != preview.extra["expected"]:
+            off = [c.path for c in diff(preview.extra["expected"], _writable(flag))]
+            warnings.append(f"after the write these fields differ from what was asked: {', '.join(off)}")
+        before = preview.revisions[flag_key]
+        if before is not None and flag.revision != before + 1:
+            warnings.append(f"revision went from {before} to {flag.revision}, not {before + 1}: someone else wrote too")
+        view = WriteResult(
+            status="written",
+            tool="patch_flag",
+            summary=preview.extra["summary"],
+            changes=preview.extra["changes"],
+            warnings=preview.extra["warnings"] + warnings,
+            revisions={flag_key: flag.revision},
+            next_step="Done. get_flag shows the flag as it is now.",
+        )
+        return _done(view), {flag_key: flag.revision}
+
+    return await rt.guard.run(preview, answer, confirmation_token, fresh_preview=fresh, write=write, show=_show)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# archive_flags, unarchive_flags
+# ------------------------------------------------------------------------------------------------------------------
+
+FlagKeys = Annotated[
+    list[Annotated[str, Field(pattern=FLAG_KEY_PATTERN)]],
+    Field(min_length=1, max_length=500, description="flag keys"),
+]
+
+
+async def _flags_by_key(rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
+    found: dict[str, Flag] = {}
+    with api_errors():
+        for start in range(0, len(keys), ARCHIVE_CHUNK):
+            chunk = keys[start : start + ARCHIVE_CHUNK]
+            async for flag in rt.client.iter_flags(pid, FlagFilters(key_list=chunk), per_page=ARCHIVE_CHUNK):
+                found[flag.key] = flag
+    return found
+
+
+def _archive_effects(flag: Flag) -> list[str]:
+    effects = []
+    for env in sorted(flag.environments.values(), key=lambda e: e.priority):
+        if env.enabled or env.status == "running":
+            effects.append(
+                f"{flag.key}: {env.key} is {'ON' if env.enabled else 'off'} ({env.status}): "
+                "it stops serving and is paused"
+            )
+        for rule in env.rules_detail:
+            if rule.type in ("a/b", "multi_armed_bandit") and rule.status == "running":
+                days = f", {rule.days_running} days running" if rule.days_running is not None else ""
+                effects.append(
+                    f"{flag.key}: {rule.type} rule {rule.key!r} in {env.key} is running{days}: "
+                    "it stops collecting results"
+                )
+    return effects
+
+
+async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None, archive: bool) -> Preview:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    keys = list(dict.fromkeys(flag_keys))
+    found = await _flags_by_key(rt, pid, keys)
+    unknown = [k for k in keys if k not in found]
+    if unknown:
+        raise ToolError(f"flag_keys: not found in project {pid}, nothing was written: {', '.join(unknown)}")
+    tool = "archive_flags" if archive else "unarchive_flags"
+    todo = [k for k in keys if found[k].archived != archive]
+    state = "archived" if archive else "unarchived"
+    effects = [f"{k}: already {state}, left as it is" for k in keys if k not in todo]
+    if archive:
+        for key in todo:
+            effects += _archive_effects(found[key])
+    else:
+        effects += [f"{k}: comes back with every environment off; turn it on with set_flag_enabled" for k in todo]
+    extra = {
+        "summary": f"{'archive' if archive else 'unarchive'} {len(todo)} flag(s) in project {pid}"
+        + (
+            ": archiving stops delivery in every environment (unarchive_flags restores the flag, not its state)"
+            if archive
+            else ""
+        ),
+        "effects": effects,
+        "todo": todo,
+    }
+    revisions = {k: found[k].revision for k in keys}
+    arguments = {"flag_keys": flag_keys, "project_id": pid}
+    return Preview(tool, arguments, revisions, _message(tool, extra, revisions), extra=extra)
+
+
+async def _bulk_write(
+    rt: Runtime, pid: int, preview: Preview, archive: bool
+) -> tuple[CallToolResult, dict[str, int | None]]:
+    todo: list[str] = preview.extra["todo"]
+    results: dict[str, str] = {k: "unchanged (already in that state)" for k in preview.revisions if k not in todo}
+    after: dict[str, int | None] = {}
+    warnings: list[str] = []
+    send = rt.client.archive_flags if archive else rt.client.unarchive_flags
+    for start in range(0, len(todo), ARCHIVE_CHUNK):
+        chunk = todo[start : start + ARCHIVE_CHUNK]
+        try:
+            answer = await send(pid, chunk)
+        except OptimizelyError as exc:
+            for key in chunk:
+                results[key] = f"failed: {exc}"
+            for key in todo[start + ARCHIVE_CHUNK :]:
+                results[key] = "not attempted (an earlier chunk failed)"
+            warnings.append("the write stopped part-way: see results per key")
+            break
+        for key in chunk:
+            flag = answer.get(key)
+            if flag is None:
+                results[key] = "not in Optimizely's answer: get_flag to check it"
+                continue
+            after[key] = flag.revision
+            before = preview.revisions.get(key)
+            ok = flag.archived == archive and (before is None or flag.revision == before + 1)
+            results[key] = (
+                ("archived" if archive else "unarchived")
+                if ok
+                else f"answer differs: archived={flag.archived}, revision {flag.revision}"
+            )
+    tool = "archive_flags" if archive else "unarchive_flags"
+    view = WriteResult(
+        status="written",
+        tool=tool,
+        summary=preview.extra["summary"],
+        effects=preview.extra["effects"],
+        warnings=warnings,
+        revisions=after,
+        results=results,
+        next_step="Done. list_flags with archived=true shows archived flags." if archive else "Done.",
+    )
+    return _done(view), after
+
+
+async def _archive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
+    return await _bulk_preview(ctx, flag_keys, project_id, archive=True)
+
+
+async def _archive_ask(
+    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_archive_preview)], confirmation_token: str | None
+) -> Elicit[Confirm] | Decision:
+    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+
+async def archive_flags(
+    ctx: Context[Any, Any],
+    flag_keys: FlagKeys,
+    preview: Annotated[Preview, Resolve(_archive_preview)],
+    answer: Annotated[ElicitationResult[Confirm], Resolve(_archive_ask)],
+    project_id: ProjectId = None,
+    confirmation_token: ConfirmationToken = None,
+) -> Annotated[CallToolResult, WriteResult]:
+    """Archive flags: they stop being delivered in every environment (running environments are paused).
+
+    Reversible with unarchive_flags, but environments come back off. The user must approve a preview listing every
+    environment and running experiment that stops; unknown keys are reported before anything is written.
+    """
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    return await rt.guard.run(  # type: ignore[no-any-return]
+        preview,
+        answer,
+        confirmation_token,
+        fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=True),
+        write=lambda: _bulk_write(rt, pid, preview, archive=True),
+        show=_show,
+    )
+
+
+async def _unarchive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
+    return await _bulk_preview(ctx, flag_keys, project_id, archive=False)
+
+
+async def _unarchive_ask(
+    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_unarchive_preview)], confirmation_token: str | None
+) -> Elicit[Confirm] | Decision:
+    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+
+async def unarchive_flags(
+    ctx: Context[Any, Any],
+    flag_keys: FlagKeys,
+    preview: Annotated[Preview, Resolve(_unarchive_preview)],
+    answer: Annotated[ElicitationResult[Confirm], Resolve(_unarchive_ask)],
+    project_id: ProjectId = None,
+    confirmation_token: ConfirmationToken = None,
+) -> Annotated[CallToolResult, WriteResult]:
+    """Restore archived flags. They come back with every environment off. The user must approve a preview first."""
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    return await rt.guard.run(  # type: ignore[no-any-return]
+        preview,
+        answer,
+        confirmation_token,
+        fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=False),
+        write=lambda: _bulk_write(rt, pid, preview, archive=False),
+        show=_show,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# set_flag_enabled
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def _toggle_preview(
+    ctx: Context[Any, Any], flag_key: str, environment: str, enabled: bool, project_id: int | None
+) -> Preview:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    flag = await _fetch_flag(rt, pid, flag_key)
+    env = flag.environments.get(environment)
+    if env is None:
+        raise ToolError(
+            f"environment: flag {flag_key!r} has no environment {environment!r}; "
+            f"it has: {', '.join(sorted(flag.environments))}"
+        )
+    if flag.archived:
+        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it first")
+    with api_errors():
+        ruleset = await rt.client.get_ruleset(pid, flag_key, environment)
+    production = env.priority == 1
+    effects: list[str] = []
+    for key in ruleset.rule_priorities:
+        rule = ruleset.rules.get(key)
+        if rule is None:
+            continue
+        share = f"{(rule.percentage_included or 0) / 100:g}%"
+        if enabled and rule.enabled:
+            effects.append(f"starts serving: {rule.type} rule {key!r} ({share} of its audience)")
+        elif enabled:
+            effects.append(f"stays off: {rule.type} rule {key!r} is disabled")
+        elif ruleset.enabled and rule.enabled:
+            effects.append(f"stops serving: {rule.type} rule {key!r} ({share} of its audience)")
+    if not effects:
+        effects.append("no rules: everyone gets the default variation" + (" (on)" if enabled else ""))
+    where = f"{environment}{' (PRODUCTION)' if production else ''}"
+    extra = {
+        "summary": f"turn flag {flag_key!r} {'ON' if enabled else 'OFF'} in {where}, project {pid}",
+        "effects": effects,
+        "unchanged": ruleset.enabled == enabled,
+    }
+    revisions = {f"{flag_key}/{environment}": ruleset.revision}
+    arguments = {"flag_key": flag_key, "environment": environment, "enabled": enabled, "project_id": pid}
+    skip = rt.guard.mode == "production-only" and not production
+    return Preview(
+        "set_flag_enabled", arguments, revisions, _message("set_flag_enabled", extra, revisions), skip, extra
+    )
+
+
+async def _toggle_ask(
+    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_toggle_preview)], confirmation_token: str | None
+) -> Elicit[Confirm] | Decision:
+    if preview.extra["unchanged"]:
+        return Decision("skip")
+    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+
+async def set_flag_enabled(
+    ctx: Context[Any, Any],
+    flag_key: FlagKey,
+    environment: Annotated[
+        str,
+        Field(pattern=ENVIRONMENT_KEY_PATTERN, description="environment key, e.g. production"),
+    ],
+    enabled: Annotated[bool, Field(description="true turns the flag on, false off")],
+    preview: Annotated[Preview, Resolve(_toggle_preview)],
+    answer: Annotated[ElicitationResult[Confirm], Resolve(_toggle_ask)],
+    project_id: ProjectId = None,
+    confirmation_token: ConfirmationToken = None,
+) -> Annotated[CallToolResult, WriteResult]:
+    """Turn a flag on or off in one environment: its enabled rules start or stop serving there.
+
+    The user must approve a preview of the rules that start or stop serving (with OPT_MCP_CONFIRM=production-only,
+    only production needs it).
+    """
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    scope = f"{flag_key}/{environment}"
+    if preview.extra["unchanged"]:
+        view = WriteResult(
+            status="unchanged",
+            tool="set_flag_enabled",
+            summary=f"flag {flag_key!r} is already {'on' if enabled else 'off'} in {environment}",
+            revisions=preview.revisions,
+            next_step="Nothing was written.",
+        )
+        return _done(view)
+
+    async def write() -> tuple[CallToolResult, dict[str, int | None]]:
+        with api_errors():
+            toggle = rt.client.enable_ruleset if enabled else rt.client.disable_ruleset
+            ruleset = await toggle(pid, flag_key, environment)
+        warnings = []
+        if ruleset.enabled != enabled:
+            warnings.append(f"after the write the flag is {'on' if ruleset.enabled else 'off'} in {environment}")
+        before = preview.revisions[scope]
+        if before is not None and ruleset.revision != before + 1:
+            warnings.append(f"revision went from {before} to {ruleset.revision}, not {before + 1}")
+        view = WriteResult(
+            status="written",
+            tool="set_flag_enabled",
+            summary=preview.extra["summary"],
+            effects=preview.extra["effects"],
+            warnings=warnings,
+            revisions={scope: ruleset.revision},
+            next_step="Done. get_flag shows the flag as it is now.",
+        )
+        return _done(view), {scope: ruleset.revision}
+
+    return await rt.guard.run(  # type: ignore[no-any-return]
+        preview,
+        answer,
+        confirmation_token,
+        fresh_preview=lambda: _toggle_preview(ctx, flag_key, environment, enabled, project_id),
+        write=write,
+        show=_show,
+    )

@@ -1,0 +1,445 @@
+"""Guarded writes, proven with the sandbox's request log: nothing is written that the user did not see and approve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+from mcp.client import ClientRequestContext
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+
+from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.config import Settings
+from opt_mcp.guard import Ledger, Refused, Stale, TokenSigner
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.server import build_server
+from tests.conftest import FAST_RETRY
+
+pytestmark = pytest.mark.anyio
+PID = SEED_PROJECT_ID
+MODES = ["auto", "legacy"]
+WRITE_TOOLS = {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
+DESCRIBE = {"flag_key": "product_sort", "operations": [{"op": "replace", "path": "/description", "value": "Sorted"}]}
+
+
+def make(sandbox: Sandbox, **overrides: Any) -> Any:
+    return build_server(Settings(**overrides), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
+
+
+def writes(sandbox: Sandbox) -> list[str]:
+    return [f"{r.method} {r.path}" for r in sandbox.requests() if r.method != "GET" and r.status]
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def data(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, text(result)
+    return result.structured_content or {}
+
+
+class User:
+    """An elicitation callback: answers as told, remembering what it was shown."""
+
+    def __init__(self, action: str = "accept", confirm: bool = True, before_answer: Any = None) -> None:
+        self.action, self.confirm, self.before_answer = action, confirm, before_answer
+        self.shown: list[str] = []
+
+    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        self.shown.append(params.message)
+        if self.before_answer is not None:
+            await self.before_answer(len(self.shown))
+        if self.action != "accept":
+            return ElicitResult(action=self.action)  # type: ignore[arg-type]
+        return ElicitResult(action="accept", content={"confirm": self.confirm})
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Listing
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_read_only_mode_lists_no_write_tool(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox, read_only=True)) as c:
+        names = {t.name for t in (await c.list_tools()).tools}
+        result = await c.call_tool("patch_flag", DESCRIBE)
+    assert names.isdisjoint(WRITE_TOOLS) and "list_flags" in names
+    assert result.is_error and writes(sandbox) == []
+
+
+async def test_write_tools_carry_truthful_annotations(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+    for name in WRITE_TOOLS:
+        hints = tools[name].annotations
+        assert hints is not None and hints.read_only_hint is False and hints.idempotent_hint is False
+        assert hints.destructive_hint is (name != "unarchive_flags")
+        assert "confirmation_token" in tools[name].input_schema["properties"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Elicitation
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_approved_in_the_client_writes_once_and_returns_the_diff(sandbox: Sandbox, mode: str) -> None:
+    user = User()
+    async with Client(make(sandbox), mode=mode, elicitation_callback=user) as c:
+        result = data(await c.call_tool("patch_flag", DESCRIBE))
+    assert result["status"] == "written" and result["revisions"] == {"product_sort": 4}
+    assert result["changes"] == [{"path": "/description", "before": "", "after": "Sorted"}]
+    assert (len(user.shown) == 1 and '"Sorted"' in user.shown[0]) or "'Sorted'" in user.shown[0]
+    assert writes(sandbox) == [f"PATCH /flags/v1/projects/{PID}/flags"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("action", "confirm"), [("decline", True), ("cancel", True), ("accept", False)])
+async def test_declined_cancelled_or_unticked_writes_nothing(
+    sandbox: Sandbox, mode: str, action: str, confirm: bool
+) -> None:
+    async with Client(make(sandbox), mode=mode, elicitation_callback=User(action, confirm)) as c:
+        result = data(await c.call_tool("archive_flags", {"flag_keys": ["product_sort"]}))
+    assert result["status"] == "declined" and "nothing was written" in text_of(result)
+    assert writes(sandbox) == []
+
+
+def text_of(result: dict[str, Any]) -> str:
+    return json.dumps(result).lower()
+
+
+async def test_a_change_before_the_answer_writes_nothing_legacy(sandbox: Sandbox) -> None:
+    async def someone_else_edits(_: int) -> None:
+        async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+            await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
+
+    async with Client(make(sandbox), mode="legacy", elicitation_callback=User(before_answer=someone_else_edits)) as c:
+        result = data(await c.call_tool("patch_flag", DESCRIBE))
+    assert result["status"] == "changed" and result["revisions"] == {"product_sort": 4}
+    assert len(writes(sandbox)) == 1  # only the other person's PATCH
+
+
+async def test_a_change_before_the_answer_is_asked_again_2026(sandbox: Sandbox) -> None:
+    async def someone_else_edits_once(round_: int) -> None:
+        if round_ == 1:
+            async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+                await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
+
+    user = User(before_answer=someone_else_edits_once)
+    async with Client(make(sandbox), mode="auto", elicitation_callback=user) as c:
+        result = data(await c.call_tool("patch_flag", DESCRIBE))
+    # The first answer was for an older preview: the SDK asked again with the new one, and only that was written.
+    assert len(user.shown) == 2 and "product_sort 3" in user.shown[0] and "product_sort 4" in user.shown[1]
+    assert result["status"] == "written" and result["revisions"] == {"product_sort": 5}
+    assert len(writes(sandbox)) == 2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Confirmation tokens
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_token_preview_then_confirm_then_replay(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:  # no elicitation callback: the token path
+        preview = data(await c.call_tool("patch_flag", DESCRIBE))
+        assert preview["status"] == "preview" and writes(sandbox) == []
+        token = preview["confirmation_token"]
+        done = data(await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": token}))
+        again = {**DESCRIBE, "operations": [{"op": "replace", "path": "/description", "value": "Sorted again"}]}
+        replay_other = await c.call_tool("patch_flag", {**again, "confirmation_token": token})
+    assert done["status"] == "written" and done["revisions"] == {"product_sort": 4}
+    assert replay_other.is_error and "other arguments" in text(replay_other)
+    assert writes(sandbox) == [f"PATCH /flags/v1/projects/{PID}/flags"]
+
+
+async def test_token_for_other_arguments_is_refused(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        token = data(
+            await c.call_tool(
+                "set_flag_enabled", {"flag_key": "homepage_hero", "environment": "development", "enabled": True}
+            )
+        )["confirmation_token"]
+        other = await c.call_tool(
+            "set_flag_enabled",
+            {"flag_key": "homepage_hero", "environment": "production", "enabled": True, "confirmation_token": token},
+        )
+        tool = await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"], "confirmation_token": token})
+    for result in (other, tool):
+        assert result.is_error and "confirmation_token" in text(result) and "Nothing was written" in text(result)
+    assert writes(sandbox) == []
+
+
+@pytest.mark.parametrize("tamper", ["forged", "malformed", "expired"])
+async def test_forged_malformed_and_expired_tokens_are_refused(sandbox: Sandbox, tamper: str) -> None:
+    server = make(sandbox, token_ttl=-1.0 if tamper == "expired" else 600.0)
+    async with Client(server) as c:
+        token = data(await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"]}))["confirmation_token"]
+        if tamper == "forged":
+            token = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        elif tamper == "malformed":
+            token = "not-a-token"
+        result = await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"], "confirmation_token": token})
+    expected = {"forged": "not one this server issued", "malformed": "malformed", "expired": "expired"}[tamper]
+    assert result.is_error and expected in text(result)
+    assert writes(sandbox) == []
+
+
+async def test_a_token_from_another_server_secret_is_forged(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox, secret=b"a" * 32)) as one:
+        token = data(await one.call_tool("archive_flags", {"flag_keys": ["homepage_hero"]}))["confirmation_token"]
+    async with Client(make(sandbox, secret=b"b" * 32)) as two:
+        result = await two.call_tool("archive_flags", {"flag_keys": ["homepage_hero"], "confirmation_token": token})
+    assert result.is_error and "not one this server issued" in text(result) and writes(sandbox) == []
+
+
+async def test_a_change_between_preview_and_confirm_returns_a_fresh_preview(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        token = data(await c.call_tool("patch_flag", DESCRIBE))["confirmation_token"]
+        async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+            await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
+        stale = data(await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": token}))
+        fresh = data(await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": stale["confirmation_token"]}))
+    assert stale["status"] == "changed" and stale["revisions"] == {"product_sort": 4} and stale["confirmation_token"]
+    assert fresh["status"] == "written" and fresh["revisions"] == {"product_sort": 5}
+    assert len(writes(sandbox)) == 2  # the other person's, then the one confirmed on the fresh preview
+
+
+def test_signer_units() -> None:
+    ledger = Ledger()
+    signer = TokenSigner(b"k" * 32, ledger)
+    token, _ = signer.issue("t", {"a": 1}, {"f": 1})
+    with pytest.raises(Stale):
+        signer.redeem(token, "t", {"a": 1}, {"f": 2})
+    signer.redeem(token, "t", {"a": 1}, {"f": 1})
+    with pytest.raises(Refused, match="already used"):
+        signer.redeem(token, "t", {"a": 1}, {"f": 1})
+    with pytest.raises(ValueError, match="32 bytes"):
+        TokenSigner(b"short", ledger)
+    assert "k" * 32 not in repr(signer)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Patch paths
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/revision", "revision"),
+        ("/key", "key"),
+        ("/archived", "archive_flags"),
+        ("/environments/production/enabled", "set_flag_enabled"),
+        ("/homepage_hero/description", "homepage_hero"),
+        ("/variable_definitions/sort_method/created_time", "created_time"),
+        ("/description/x", "single value"),
+        ("/..", ".."),
+        ("", "empty"),
+        ("description", "JSON Pointer"),
+    ],
+)
+async def test_invalid_or_read_only_paths_are_refused_naming_the_field(sandbox: Sandbox, path: str, named: str) -> None:
+    async with Client(make(sandbox), elicitation_callback=User()) as c:
+        result = await c.call_tool(
+            "patch_flag", {"flag_key": "product_sort", "operations": [{"op": "replace", "path": path, "value": "x"}]}
+        )
+    assert result.is_error and named in text(result) and "operations[0]" in text(result)
+    assert writes(sandbox) == []
+
+
+async def test_paths_may_start_with_the_flag_key_and_containers_warn(sandbox: Sandbox) -> None:
+    operations = [
+        {"op": "replace", "path": "/product_sort/variable_definitions/sort_method/default_value", "value": "newest"},
+        {
+            "op": "replace",
+            "path": "/variable_definitions/display_sort_algorithm",
+            "value": {"key": "display_sort_algorithm", "type": "boolean", "default_value": "false"},
+        },
+        {"op": "add", "path": "/team_ids", "value": ["growth"]},
+    ]
+    async with Client(make(sandbox)) as c:
+        preview = data(await c.call_tool("patch_flag", {"flag_key": "product_sort", "operations": operations}))
+    paths = {change["path"]: change for change in preview["changes"]}
+    assert paths["/variable_definitions/sort_method/default_value"] == {
+        "path": "/variable_definitions/sort_method/default_value", "before": "alphabetical", "after": "newest",
+    }  # fmt: skip
+    assert any("/variable_definitions/display_sort_algorithm is replaced as a whole" in w for w in preview["warnings"])
+    assert paths["/team_ids"] == {"path": "/team_ids", "after": ["growth"]}  # no "before": it did not exist
+
+
+async def test_a_patch_that_cannot_apply_or_changes_nothing_is_refused(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        missing = await c.call_tool(
+            "patch_flag",
+            {"flag_key": "product_sort", "operations": [{"op": "remove", "path": "/variable_definitions/nope"}]},
+        )
+        same = await c.call_tool(
+            "patch_flag",
+            {"flag_key": "product_sort", "operations": [{"op": "replace", "path": "/name", "value": "Product sort"}]},
+        )
+        bad_value = await c.call_tool(
+            "patch_flag",
+            {
+                "flag_key": "product_sort",
+                "operations": [
+                    {"op": "replace", "path": "/variable_definitions/sort_method/default_value", "value": 5}
+                ],
+            },
+        )
+    assert missing.is_error and "cannot be applied" in text(missing)
+    assert same.is_error and "change nothing" in text(same)
+    assert bad_value.is_error and "default_value must be a string" in text(bad_value)
+    assert writes(sandbox) == []
+
+
+SAFE_PATHS = [
+    "/name", "/description", "/outlier_filtering_enabled", "/variable_definitions/sort_method/default_value",
+    "/variable_definitions/new_var", "/team_ids", "/revision", "/key", "/environments", "/other/description",
+]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    operations=st.lists(
+        st.fixed_dictionaries(
+            {
+                "op": st.sampled_from(["add", "remove", "replace", "test"]),
+                "path": st.sampled_from(SAFE_PATHS),
+                "value": st.one_of(
+                    st.text(max_size=20),
+                    st.booleans(),
+                    st.integers(),
+                    st.just(["a"]),
+                    st.just({"key": "new_var", "type": "string", "default_value": "x"}),
+                ),
+            }
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+async def test_patch_property_never_writes_unconfirmed_and_writes_exactly_the_preview(
+    operations: list[dict[str, Any]],
+) -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    async with Client(make(sandbox)) as c:
+        preview = await c.call_tool("patch_flag", {"flag_key": "product_sort", "operations": operations})
+        assert writes(sandbox) == []  # a preview never writes
+        if preview.is_error:
+            return
+        token = (preview.structured_content or {})["confirmation_token"]
+        done = data(
+            await c.call_tool(
+                "patch_flag", {"flag_key": "product_sort", "operations": operations, "confirmation_token": token}
+            )
+        )
+        after = data(await c.call_tool("get_flag", {"flag_key": "product_sort"}))
+    previewed = (preview.structured_content or {}).get("warnings", [])
+    assert done["status"] == "written" and done.get("warnings", []) == previewed  # no after-write surprise
+    assert done["revisions"] == {"product_sort": 4} and after["revision"] == 4
+    assert len(writes(sandbox)) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Archive and toggle
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_archive_preview_lists_what_stops_and_unknown_keys_stop_everything(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        preview = data(await c.call_tool("archive_flags", {"flag_keys": ["product_sort", "homepage_hero"]}))
+        unknown = await c.call_tool("archive_flags", {"flag_keys": ["product_sort", "no_such_flag"]})
+    effects = " ".join(preview["effects"])
+    assert "product_sort: production is ON (running): it stops serving and is paused" in effects
+    assert "'experiment' in production is running, 135 days running" in effects
+    assert unknown.is_error and "no_such_flag" in text(unknown) and "nothing was written" in text(unknown)
+    assert writes(sandbox) == []
+
+
+async def test_large_archives_go_in_chunks_with_per_key_results() -> None:
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    keys = [k for k, f in sandbox.store.projects[PID].flags.items() if not f.fields["archived"]][:120]
+    async with Client(make(sandbox)) as c:
+        token = data(await c.call_tool("archive_flags", {"flag_keys": keys}))["confirmation_token"]
+        done = data(await c.call_tool("archive_flags", {"flag_keys": keys, "confirmation_token": token}))
+    assert writes(sandbox) == [f"POST /flags/v1/projects/{PID}/flags/archived"] * 3
+    assert done["results"] == dict.fromkeys(keys, "archived")
+
+
+async def test_unarchive_round_trip(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox), elicitation_callback=User()) as c:
+        data(await c.call_tool("archive_flags", {"flag_keys": ["product_sort"]}))
+        back = data(await c.call_tool("unarchive_flags", {"flag_keys": ["product_sort"]}))
+        flag = data(await c.call_tool("get_flag", {"flag_key": "product_sort"}))
+    assert back["results"] == {"product_sort": "unarchived"} and not flag["archived"]
+    assert not flag["environments"][0]["enabled"]  # environments come back off, as the preview said
+
+
+async def test_toggle_preview_names_the_rules_that_start_serving(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox), elicitation_callback=User()) as c:
+        off = data(
+            await c.call_tool(
+                "set_flag_enabled", {"flag_key": "product_sort", "environment": "production", "enabled": False}
+            )
+        )
+        again = data(
+            await c.call_tool(
+                "set_flag_enabled", {"flag_key": "product_sort", "environment": "production", "enabled": False}
+            )
+        )
+    assert (
+        off["status"] == "written" and "stops serving: a/b rule 'experiment' (100% of its audience)" in off["effects"]
+    )
+    assert again["status"] == "unchanged"
+    assert writes(sandbox) == [
+        f"POST /flags/v1/projects/{PID}/flags/product_sort/environments/production/ruleset/disabled"
+    ]
+
+
+async def test_production_only_mode_confirms_production_alone(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox, confirm="production-only")) as c:
+        development = data(
+            await c.call_tool(
+                "set_flag_enabled", {"flag_key": "homepage_hero", "environment": "development", "enabled": True}
+            )
+        )
+        production = data(
+            await c.call_tool(
+                "set_flag_enabled", {"flag_key": "homepage_hero", "environment": "production", "enabled": True}
+            )
+        )
+    assert development["status"] == "written" and production["status"] == "preview"
+    assert len(writes(sandbox)) == 1
+
+
+async def test_token_mode_never_elicits(sandbox: Sandbox) -> None:
+    user = User()
+    async with Client(make(sandbox, confirm="token"), elicitation_callback=user) as c:
+        preview = data(await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"]}))
+    assert preview["status"] == "preview" and user.shown == [] and writes(sandbox) == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Audit
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_every_write_and_refusal_is_audited_without_secrets(sandbox: Sandbox, tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    async with Client(make(sandbox, audit_log=str(log))) as c:
+        token = data(await c.call_tool("patch_flag", DESCRIBE))["confirmation_token"]
+        await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": token})
+        await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"], "confirmation_token": token})
+    async with Client(make(sandbox, audit_log=str(log)), elicitation_callback=User("decline")) as c:
+        await c.call_tool("archive_flags", {"flag_keys": ["homepage_hero"]})
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["outcome"] for r in records] == ["written", "refused", "declined"]
+    assert records[0]["revision_before"] == {"product_sort": 3} and records[0]["revision_after"] == {"product_sort": 4}
+    assert all({"time", "tool", "arguments"} <= set(r) for r in records)
+    assert token not in log.read_text()
