@@ -443,3 +443,15 @@ async def test_every_write_and_refusal_is_audited_without_secrets(sandbox: Sandb
     assert records[0]["revision_before"] == {"product_sort": 3} and records[0]["revision_after"] == {"product_sort": 4}
     assert all({"time", "tool", "arguments"} <= set(r) for r in records)
     assert token not in log.read_text()
+
+
+def test_the_patch_whitelist_is_the_specs_writable_flag_fields() -> None:
+    from opt_mcp.tools.writes import VARIABLE_FIELDS, WRITABLE_FIELDS
+    from tests.conftest import DATA
+
+    schemas = json.loads((DATA / "specs" / "flags-v1.openapi.json").read_text())["components"]["schemas"]
+    writable = {name for name, prop in schemas["Flag"]["properties"].items() if not prop.get("readOnly")}
+    # key is fixed after creation; archived goes through archive_flags, whose preview shows what stops.
+    assert writable - {"key", "archived"} == WRITABLE_FIELDS
+    variable = {n for n, p in schemas["VariableDefinition"]["properties"].items() if not p.get("readOnly")}
+    assert variable == VARIABLE_FIELDS
