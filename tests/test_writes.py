@@ -446,12 +446,13 @@ async def test_every_write_and_refusal_is_audited_without_secrets(sandbox: Sandb
 
 
 def test_the_patch_whitelist_is_the_specs_writable_flag_fields() -> None:
-    from opt_mcp.tools.writes import VARIABLE_FIELDS, WRITABLE_FIELDS
+    from opt_mcp.tools.writes import _NOT_WRITABLE, VARIABLE_FIELDS, WRITABLE_FIELDS
     from tests.conftest import DATA
 
     schemas = json.loads((DATA / "specs" / "flags-v1.openapi.json").read_text())["components"]["schemas"]
     writable = {name for name, prop in schemas["Flag"]["properties"].items() if not prop.get("readOnly")}
-    # key is fixed after creation; archived goes through archive_flags, whose preview shows what stops.
-    assert writable - {"key", "archived"} == WRITABLE_FIELDS
+    # Each spec-writable field that a patch refuses has its reason in _NOT_WRITABLE (key, archived, the ids).
+    assert writable - set(_NOT_WRITABLE) == WRITABLE_FIELDS
+    assert writable & set(_NOT_WRITABLE) == {"key", "archived", "project_id", "account_id"}
     variable = {n for n, p in schemas["VariableDefinition"]["properties"].items() if not p.get("readOnly")}
     assert variable == VARIABLE_FIELDS

@@ -25,8 +25,8 @@ from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
 from opt_mcp.views import AnyJson, Change, WriteResult
 
-# Flag properties a patch may change: the spec's non-readOnly Flag properties, less `key` (fixed after creation)
-# and `archived` (archive_flags does it, with its preview). A test compares this list with the spec.
+# Flag properties a patch may change: the spec's non-readOnly Flag properties, less those in _NOT_WRITABLE (`key`
+# is fixed after creation, `archived` goes through archive_flags, ids do not move). A test compares with the spec.
 WRITABLE_FIELDS = frozenset(
     {
         "name",
@@ -45,6 +45,9 @@ _NOT_WRITABLE = {
     "key": "a flag's key cannot change after it is created",
     "archived": "use archive_flags or unarchive_flags, which preview what stops",
     "environments": "use set_flag_enabled to turn the flag on or off in an environment",
+    # Not marked readOnly in the spec, but a flag does not move between projects or accounts.
+    "project_id": "a flag cannot move to another project",
+    "account_id": "a flag cannot move to another account",
 }
 ARCHIVE_CHUNK = 50
 
