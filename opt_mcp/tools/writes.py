@@ -266,6 +266,10 @@ async def _patch_preview(
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
         raise ToolError(f"operations: cannot be applied to the current flag: {exc}") from None
     _check_values(after)
+    for key, variable in after["variable_definitions"].items():
+        # What Optimizely fills in for a new variable, so the preview and the after-write check expect it too.
+        variable.setdefault("key", key)
+        variable.setdefault("description", "")
     changes = diff(before, after)
     if not changes:
         raise ToolError("operations: they change nothing on the current flag; get_flag shows its values")
