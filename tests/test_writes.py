@@ -456,3 +456,12 @@ def test_the_patch_whitelist_is_the_specs_writable_flag_fields() -> None:
     assert writable & set(_NOT_WRITABLE) == {"key", "archived", "project_id", "account_id"}
     variable = {n for n, p in schemas["VariableDefinition"]["properties"].items() if not p.get("readOnly")}
     assert variable == VARIABLE_FIELDS
+
+
+async def test_a_new_variable_without_description_is_written_without_false_warnings(sandbox: Sandbox) -> None:
+    """Found by the property test: Optimizely gives a new variable description "", which the check must expect."""
+    new_var = {"key": "new_var", "type": "string", "default_value": "x"}
+    operations = [{"op": "add", "path": "/variable_definitions/new_var", "value": new_var}]
+    async with Client(make(sandbox), elicitation_callback=User()) as c:
+        done = data(await c.call_tool("patch_flag", {"flag_key": "product_sort", "operations": operations}))
+    assert done["status"] == "written" and "warnings" not in done
