@@ -465,6 +465,28 @@ async def _bulk_write(
     return _done(view), after
 
 
+async def _bulk_run(
+    ctx: Context[Any, Any],
+    flag_keys: list[str],
+    project_id: int | None,
+    preview: Preview,
+    answer: Any,
+    token: str | None,
+    *,
+    archive: bool,
+) -> CallToolResult:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    return await rt.guard.run(  # type: ignore[no-any-return]
+        preview,
+        answer,
+        token,
+        fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=archive),
+        write=lambda: _bulk_write(rt, pid, preview, archive=archive),
+        show=_show,
+    )
+
+
 async def _archive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
     return await _bulk_preview(ctx, flag_keys, project_id, archive=True)
 
@@ -488,16 +510,7 @@ async def archive_flags(
     Reversible with unarchive_flags, but environments come back off. The user must approve a preview listing every
     environment and running experiment that stops; unknown keys are reported before anything is written.
     """
-    rt = runtime(ctx)
-    pid = rt.project(project_id)
-    return await rt.guard.run(  # type: ignore[no-any-return]
-        preview,
-        answer,
-        confirmation_token,
-        fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=True),
-        write=lambda: _bulk_write(rt, pid, preview, archive=True),
-        show=_show,
-    )
+    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token, archive=True)
 
 
 async def _unarchive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
@@ -519,16 +532,7 @@ async def unarchive_flags(
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
     """Restore archived flags. They come back with every environment off. The user must approve a preview first."""
-    rt = runtime(ctx)
-    pid = rt.project(project_id)
-    return await rt.guard.run(  # type: ignore[no-any-return]
-        preview,
-        answer,
-        confirmation_token,
-        fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=False),
-        write=lambda: _bulk_write(rt, pid, preview, archive=False),
-        show=_show,
-    )
+    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token, archive=False)
 
 
 # ------------------------------------------------------------------------------------------------------------------
