@@ -465,3 +465,21 @@ async def test_a_new_variable_without_description_is_written_without_false_warni
     async with Client(make(sandbox), elicitation_callback=User()) as c:
         done = data(await c.call_tool("patch_flag", {"flag_key": "product_sort", "operations": operations}))
     assert done["status"] == "written" and "warnings" not in done
+
+
+async def test_an_answer_that_differs_from_the_request_is_reported_with_the_after_state(sandbox: Sandbox) -> None:
+    """The API ignores what it does not apply; simulate a write that comes back different."""
+    original = sandbox.endpoints.patch_flags
+
+    async def drops_the_change(request: Any) -> Any:
+        request._body = json.dumps([{"op": "replace", "path": "/product_sort/name", "value": "Other"}]).encode()
+        return await original(request)
+
+    sandbox.endpoints.patch_flags = drops_the_change  # type: ignore[method-assign]
+    sandbox.app.router.routes.clear()
+    sandbox.app.router.routes.extend(sandbox._routes())
+    async with Client(make(sandbox), elicitation_callback=User()) as c:
+        done = data(await c.call_tool("patch_flag", DESCRIBE))
+    assert done["status"] == "written"
+    warning = " ".join(done["warnings"])
+    assert "/description is '', not 'Sorted'" in warning and "/name is 'Other', not 'Product sort'" in warning

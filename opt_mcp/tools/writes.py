@@ -330,8 +330,10 @@ async def patch_flag(
         if flag is None:
             raise ToolError(f"Optimizely accepted the patch but did not return {flag_key!r}; get_flag to check it")
         if _writable(flag) != preview.extra["expected"]:
-            off = [c.path for c in diff(preview.extra["expected"], _writable(flag))]
-            warnings.append(f"after the write these fields differ from what was asked: {', '.join(off)}")
+            off = [
+                f"{c.path} is {c.after!r}, not {c.before!r}" for c in diff(preview.extra["expected"], _writable(flag))
+            ]
+            warnings.append(f"after the write the flag differs from what was asked: {'; '.join(off)}")
         before = preview.revisions[flag_key]
         if before is not None and flag.revision != before + 1:
             warnings.append(f"revision went from {before} to {flag.revision}, not {before + 1}: someone else wrote too")
