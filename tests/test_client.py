@@ -238,7 +238,9 @@ async def test_results_states(client: OptimizelyClient, sandbox: Sandbox) -> Non
     ready = await client.get_experiment_results(running)
     assert ready.state == "ready" and ready.results and ready.results.experiment_id == running
     assert (await client.get_experiment_results(draft)).state == "no_data"
-    sandbox.inject("status", path="/results$", status=202, body=b"")
+    sandbox.inject("status", path="/results$", status=202, body=b"", times=1)
+    assert (await client.get_experiment_results(running)).state == "ready"  # a 202 is retried within the bound
+    sandbox.inject("status", path="/results$", status=202, body=b"", times=None)
     assert (await client.get_experiment_results(running)).state == "processing"
     report = await client.get_experiment_report(running)
     assert report is not None and report.inferred_outcome in ("win", "loss", "inconclusive")

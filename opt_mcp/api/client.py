@@ -366,7 +366,13 @@ class OptimizelyClient:
             if value is not None
         }
         path = f"{self.v2_base_url}/experiments/{_pid(experiment_id)}/results"
-        return await self._send("v2", "GET", path, params=params, ok=(200, 202, 204), parse=_results)
+        # 202 means "still computing, try again shortly": retried within the same bound as other safe calls.
+        for attempt in range(1, self._retry.attempts + 1):
+            answer = await self._send("v2", "GET", path, params=params, ok=(200, 202, 204), parse=_results)
+            if answer.state != "processing" or attempt == self._retry.attempts:
+                return answer
+            await self._backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_experiment_report(self, experiment_id: int) -> ExperimentResultsReport | None:
         """Optimizely's inferred outcome (win, loss, inconclusive), or None while there is none."""
