@@ -34,6 +34,7 @@ class Settings:
     secret: bytes = field(default_factory=new_secret, repr=False)
     audit_log: str | None = None
     token_ttl: float = TOKEN_TTL_SECONDS
+    results_cache_seconds: float = 60.0
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
@@ -93,6 +94,9 @@ class Settings:
         raw_ttl = environ.get("OPT_MCP_CONFIRM_TTL", "").strip()
         if raw_ttl and (not raw_ttl.isdigit() or not 10 <= int(raw_ttl) <= 3600):
             raise ConfigError(f"OPT_MCP_CONFIRM_TTL must be a number of seconds from 10 to 3600, not {raw_ttl!r}")
+        raw_cache = environ.get("OPT_MCP_RESULTS_CACHE_SECONDS", "").strip()
+        if raw_cache and (not raw_cache.isdigit() or int(raw_cache) > 3600):
+            raise ConfigError(f"OPT_MCP_RESULTS_CACHE_SECONDS must be 0 to 3600 seconds, not {raw_cache!r}")
         try:
             sandbox_config = SandboxConfig.from_env(environ)
         except ValueError as exc:
@@ -108,6 +112,7 @@ class Settings:
             secret=raw_secret.encode() if raw_secret else new_secret(),
             audit_log=environ.get("OPT_MCP_AUDIT_LOG", "").strip() or None,
             token_ttl=float(raw_ttl) if raw_ttl else TOKEN_TTL_SECONDS,
+            results_cache_seconds=float(raw_cache) if raw_cache else 60.0,
             sandbox=sandbox_config,
         )
 

@@ -12,6 +12,7 @@ from opt_mcp.views import (
     FlagDetail,
     FlagList,
     ProjectList,
+    ResultsSummary,
     RuleView,
     Truncation,
     WriteResult,
@@ -155,3 +156,48 @@ def write_result(view: WriteResult) -> str:
         lines.append(f"confirmation_token: {view.confirmation_token} (expires {view.expires_at:%H:%M:%S} UTC)")
     lines.append(f"next: {view.next_step}")
     return "\n".join(lines)
+
+
+def _percent(x: float) -> str:
+    """Signed, three significant digits: a small bound reads +0.00412%, not +0.00% (which looks like zero)."""
+    return f"{x * 100:+.3g}%"
+
+
+def results(view: ResultsSummary) -> str:
+    where = f"{view.flag_key}/{view.environment} rule {view.rule_key}" if view.flag_key else "experiment"
+    lines = [f"Results of {where} (experiment_id {view.experiment_id}): {view.status}."]
+    if view.note:
+        lines.append(view.note)
+    if view.status != "ready":
+        return "\n".join(lines)
+    window = (
+        f"{view.start_time:%Y-%m-%d %H:%M} to {view.end_time:%Y-%m-%d %H:%M} UTC"
+        if view.start_time and view.end_time
+        else "?"
+    )
+    lines.append(
+        f"window {window}; {view.days_running if view.days_running is not None else '?'} days running; "
+        f"stale: {'yes' if view.is_stale else 'no'}; significance threshold {view.confidence_threshold}; "
+        f"lift is {view.difference_type}; Optimizely's inferred outcome: {view.inferred_outcome or 'n/a'}"
+    )
+    lines.append("visitors: " + ", ".join(f"{q(k)} {v}" for k, v in view.visitors.items()))
+    for metric in view.metrics:
+        named = f" ({q(metric.verdict_variation)})" if metric.verdict_variation else ""
+        head = f"{metric.role} metric {q(metric.name)} ({metric.winning_direction}): {metric.verdict.upper()}{named}"
+        if metric.line:
+            lines.append(f"{head}; {metric.line}")
+            continue
+        lines.append(head)
+        lines.append("  variation | visitors | conversions | rate | lift | interval | significance")
+        for f in metric.variations:
+            lift = "baseline" if f.baseline else (_percent(f.lift) if f.lift is not None else "-")
+            interval = f"[{_percent(f.interval[0])}, {_percent(f.interval[1])}]" if f.interval else "-"
+            sig = (
+                f"{f.significance:.2f}{' significant' if f.significant else ''}" if f.significance is not None else "-"
+            )
+            lines.append(
+                f"  {q(f.variation)} | {f.visitors} | {f.conversions} | {f.rate} | {lift} | {interval} | {sig}"
+            )
+    if view.results_url:
+        lines.append(f"results page: {view.results_url}")
+    return "\n".join(lines + _notes(view.truncated))

@@ -8,12 +8,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from opt_mcp.api.client import OptimizelyClient
+from opt_mcp.api.client import OptimizelyClient, ResultsResponse
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import FlagsPage
 from opt_mcp.config import Settings
@@ -21,6 +22,9 @@ from opt_mcp.guard import Guard
 
 PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
+RESULTS_MEMORY = 64
+# An experiment's results and Optimizely's inferred outcome for them.
+Answer = tuple[ResultsResponse, str | None]
 
 
 @dataclass
@@ -30,6 +34,9 @@ class Runtime:
     guard: Guard
     # API pages a list result was cut from; a cursor that resumes inside one reuses it instead of fetching it again.
     _pages: OrderedDict[str, tuple[float, FlagsPage]] = field(default_factory=OrderedDict)
+    # Experiment results by (experiment, window, baseline), for OPT_MCP_RESULTS_CACHE_SECONDS: a model asking twice in
+    # a row does not spend the results endpoint's 20 requests a minute twice.
+    _results: OrderedDict[tuple[Any, ...], tuple[float, Answer]] = field(default_factory=OrderedDict)
 
     async def flags_page(self, project_id: int, link: str, *, resuming: bool) -> FlagsPage:
         """The API page at ``link``; when ``resuming`` inside a page fetched moments ago, that same page."""
@@ -42,6 +49,33 @@ class Runtime:
         while len(self._pages) > PAGE_MEMORY:
             self._pages.popitem(last=False)
         return page
+
+    async def experiment_results(
+        self, experiment_id: int, start: datetime | None, end: datetime | None, baseline: str | None
+    ) -> Answer:
+        """An experiment's results and Optimizely's inferred outcome (once the results are ready), from the last
+        few seconds' answer to the same question when there is one."""
+        key = (experiment_id, start, end, baseline)
+        now = time.monotonic()
+        cached = self._results.get(key)
+        if cached and now - cached[0] < self.settings.results_cache_seconds:
+            return cached[1]
+        answer = await self.client.get_experiment_results(
+            experiment_id,
+            start_time=start.isoformat() if start else None,
+            end_time=end.isoformat() if end else None,
+            baseline_variation_id=baseline,
+        )
+        outcome = None
+        if answer.state == "ready":
+            report = await self.client.get_experiment_report(experiment_id)
+            outcome = report.inferred_outcome if report else None
+        if answer.state != "processing":  # "still computing" must be asked again, not remembered
+            self._results[key] = (now, (answer, outcome))
+            self._results.move_to_end(key)
+            while len(self._results) > RESULTS_MEMORY:
+                self._results.popitem(last=False)
+        return answer, outcome
 
     def project(self, project_id: int | None) -> int:
         """The project a call is about: the argument, else the configured default."""

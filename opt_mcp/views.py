@@ -27,10 +27,15 @@ def untitled(schema: dict[str, Any]) -> None:
 
 
 def without_titles(schema: Any) -> Any:
-    """A copy of a JSON schema without the titles pydantic derives from names (for input schemas, which the SDK
-    generates itself; output models drop theirs through ``untitled``)."""
+    """A copy of an input schema without the titles pydantic derives from names and without ``"default": null``
+    (an annotation only: ``required`` already says a parameter may be left out). Output models drop their titles
+    through ``untitled``."""
     if isinstance(schema, dict):
-        return {k: without_titles(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+        return {
+            k: without_titles(v)
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)
+        }
     if isinstance(schema, list):
         return [without_titles(item) for item in schema]
     return schema
@@ -324,3 +329,53 @@ class WriteResult(View):
     confirmation_token: str | None = None
     expires_at: datetime | None = None
     next_step: str
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class VariationFigures(View):
+    variation: str
+    id: str
+    baseline: bool
+    visitors: int
+    conversions: float | None = Field(description="the metric's numerator (conversions, revenue, …)")
+    rate: float | None
+    lift: float | None = Field(default=None, description="vs the baseline: a fraction if relative (0.05 = +5 %)")
+    interval: list[float] | None = Field(default=None, description="confidence interval of the lift")
+    significance: float | None = None
+    significant: bool | None = Field(default=None, description="the interval lies entirely above or below 0")
+    visitors_remaining: int | None = Field(default=None, description="estimate to reach significance; null: n/a")
+
+
+class MetricResult(View):
+    name: str
+    role: Literal["primary", "secondary", "monitoring"]
+    winning_direction: str | None
+    verdict: Literal["winner", "loser", "inconclusive", "no_data"]
+    verdict_variation: str | None = Field(default=None, description="the variation the verdict names")
+    variations: list[VariationFigures] = Field(default_factory=list)
+    line: str | None = Field(default=None, description="one-line summary, for monitoring metrics")
+
+
+class ResultsSummary(View):
+    status: Literal["ready", "processing", "no_data"]
+    experiment_id: str
+    flag_key: str | None = None
+    environment: str | None = None
+    rule_key: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    window_shorter_than_asked: bool = False
+    is_stale: bool | None = None
+    days_running: int | None = None
+    confidence_threshold: float | None = None
+    difference_type: str | None = None
+    visitors: dict[str, int] = Field(default_factory=dict, description="reach per variation")
+    inferred_outcome: str | None = Field(default=None, description="Optimizely's: win | loss | inconclusive")
+    metrics: list[MetricResult] = Field(default_factory=list, description="primary first")
+    results_url: str | None = None
+    note: str | None = None
+    truncated: list[Truncation] = Field(default_factory=list)

@@ -45,10 +45,10 @@ def test_unknown_tool_is_reported() -> None:
 def test_tools_lists_each_tool_with_its_size() -> None:
     result = run("tools")
     lines = result.stdout.strip().splitlines()
-    assert result.returncode == 0 and len(lines) == 9 and lines[-1].startswith("total")
+    assert result.returncode == 0 and len(lines) == 10 and lines[-1].startswith("total")
     names = [line.split()[0] for line in lines[:-1]]
-    assert names[:4] == ["list_projects", "list_environments", "list_flags", "get_flag"]
-    assert set(names[4:]) == {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
+    assert names[:5] == ["list_projects", "list_environments", "list_flags", "get_flag", "get_results"]
+    assert set(names[5:]) == {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
     sizes = [int(line.split()[1]) for line in lines]
     assert all(size > 0 for size in sizes) and sizes[-1] == sum(sizes[:-1])
 
@@ -61,4 +61,10 @@ def test_version() -> None:
 def test_tools_in_read_only_mode_lists_no_writes() -> None:
     result = run("tools", "--read-only")
     names = [line.split()[0] for line in result.stdout.strip().splitlines()[:-1]]
-    assert result.returncode == 0 and names == ["list_projects", "list_environments", "list_flags", "get_flag"]
+    assert result.returncode == 0 and names == [
+        "list_projects",
+        "list_environments",
+        "list_flags",
+        "get_flag",
+        "get_results",
+    ]

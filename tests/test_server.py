@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "tools.json"
 MODES = ["auto", "legacy"]
-READ_TOOLS = {"list_projects", "list_environments", "list_flags", "get_flag"}
+READ_TOOLS = {"list_projects", "list_environments", "list_flags", "get_flag", "get_results"}
 ALL_TOOLS = READ_TOOLS | {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
 
 
@@ -147,7 +147,7 @@ async def test_cursor_pages_with_small_limits(sandbox: Sandbox, limit: int) -> N
 async def test_list_flags_filters(client: Client) -> None:
     on_in_prod = data(await client.call_tool("list_flags", {"environment": "production", "enabled": True}))
     experiments = data(await client.call_tool("list_flags", {"rule_type": "multi_armed_bandit"}))
-    found = data(await client.call_tool("list_flags", {"query": "hero", "sort": "key:desc"}))
+    found = data(await client.call_tool("list_flags", {"query": "hero", "sort": "key:asc"}))
     archived = data(await client.call_tool("list_flags", {"archived": True}))
     assert [f["key"] for f in on_in_prod["flags"]] == ["product_sort"]
     assert [f["key"] for f in experiments["flags"]] == ["doc-test-flag"]

@@ -28,20 +28,11 @@ ENVIRONMENT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ProjectId = Annotated[
     int | None,
     Field(
-        description="project id (default: the configured project); large ids as strings",
+        description="default: the configured project",
     ),
 ]
 RuleType = Literal["a/b", "multi_armed_bandit", "targeted_delivery"]
-Sort = Literal[
-    "key:asc",
-    "key:desc",
-    "name:asc",
-    "name:desc",
-    "created_time:desc",
-    "created_time:asc",
-    "updated_time:desc",
-    "updated_time:asc",
-]
+Sort = Literal["key:asc", "name:asc", "updated_time:desc", "created_time:desc"]
 
 
 DetailArg = Annotated[
@@ -74,11 +65,8 @@ async def list_flags(
     cursor: Annotated[str | None, Field(max_length=4000, description="next_cursor of the previous call")] = None,
     limit: Annotated[int, Field(ge=1, le=MAX_PER_PAGE, description="flags per call")] = 25,
 ) -> Annotated[CallToolResult, FlagList]:
-    """List a project's feature flags: per flag its key, name, and per environment on/off, status and rule counts.
-
-    Start here to find a flag, then call get_flag for its rules and variables. Results come in pages: when
-    next_cursor is not null, call again with the same filters and cursor=next_cursor for the next flags.
-    """
+    """Find feature flags: per flag, per environment on/off, status and rule counts. Then get_flag for one.
+    When next_cursor is not null, call again with the same filters and cursor=next_cursor."""
     rt = runtime(ctx)
     pid = rt.project(project_id)
     filters = FlagFilters(
@@ -180,11 +168,8 @@ async def get_flag(
         ),
     ] = None,
 ) -> Annotated[CallToolResult, FlagDetail]:
-    """Show one flag: description, variables, and per environment whether it is on, its status and its rules.
-
-    Each rule shows its type, status, audiences, traffic %, variations, primary metric, days running and, for
-    experiments, the experiment_id get_results takes. revision and permissions tell what a change would touch.
-    """
+    """One flag: variables, and per environment on/off, status and rules (audiences, traffic, variations,
+    metric, days running, experiment_id for get_results), its revision and what you may change."""
     rt = runtime(ctx)
     pid = rt.project(project_id)
     with api_errors():

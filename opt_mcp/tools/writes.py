@@ -55,15 +55,13 @@ ConfirmationToken = Annotated[
     str | None,
     Field(
         max_length=300,
-        description="the preview's token, only after the user approved it",
+        description="token of the preview the user approved",
     ),
 ]
 FlagKey = Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag's key")]
 
 
 class PatchOperation(BaseModel):
-    """One RFC 6902 operation; paths are relative to the flag, e.g. /description."""
-
     model_config = ConfigDict(populate_by_name=True)
 
     op: Literal["add", "remove", "replace", "move", "copy", "test"]
@@ -310,12 +308,9 @@ async def patch_flag(
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
-    """Change a flag's name, description, outlier filtering, variables (/variable_definitions/<key>/default_value),
-    custom fields, owner or teams with RFC 6902 JSON Patch operations.
-
-    The user must approve a preview of exactly what changes: in the client, or by you calling again with the
-    confirmation_token the preview returned. Read-only and unknown paths are refused, never silently ignored.
-    """
+    """Change a flag with JSON Patch: /name, /description, /outlier_filtering_enabled,
+    /variable_definitions/<key>/default_value, /custom_fields, /owner_user_id, /team_ids.
+    The user approves a preview first (in the client, or you call again with its confirmation_token)."""
     rt = runtime(ctx)
     pid = rt.project(project_id)
 
@@ -507,11 +502,8 @@ async def archive_flags(
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
-    """Archive flags: they stop being delivered in every environment (running environments are paused).
-
-    Reversible with unarchive_flags, but environments come back off. The user must approve a preview listing every
-    environment and running experiment that stops; unknown keys are reported before anything is written.
-    """
+    """Archive flags: they stop serving in every environment. The user approves a preview of what stops first.
+    unarchive_flags restores them, with environments off."""
     return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token, archive=True)
 
 
@@ -608,11 +600,8 @@ async def set_flag_enabled(
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
-    """Turn a flag on or off in one environment: its enabled rules start or stop serving there.
-
-    The user must approve a preview of the rules that start or stop serving (with OPT_MCP_CONFIRM=production-only,
-    only production needs it).
-    """
+    """Turn a flag on or off in one environment; its enabled rules start or stop serving. The user approves a
+    preview first."""
     rt = runtime(ctx)
     pid = rt.project(project_id)
     scope = f"{flag_key}/{environment}"

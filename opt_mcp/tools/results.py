@@ -1,0 +1,206 @@
+"""get_results: a flag rule's experiment results, read the way Optimizely reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from opt_mcp import render
+from opt_mcp.api.client import ResultsResponse
+from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
+from opt_mcp.budget import Fitted, largest_fitting
+from opt_mcp.runtime import Runtime, api_errors, runtime
+from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
+from opt_mcp.verdict import read_metric
+from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
+
+EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
+SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
+
+
+async def get_results(
+    ctx: Context[Any, Any],
+    flag_key: Annotated[str | None, Field(pattern=FLAG_KEY_PATTERN, description="the flag")] = None,
+    environment: Annotated[str | None, Field(pattern=ENVIRONMENT_KEY_PATTERN, description="e.g. production")] = None,
+    rule_key: Annotated[str | None, Field(max_length=100, description="needed when several experiments")] = None,
+    experiment_id: Annotated[int | None, Field(gt=0, description="instead of flag_key/environment")] = None,
+    start_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
+    end_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
+    baseline_variation_id: Annotated[str | None, Field(max_length=40)] = None,
+    project_id: ProjectId = None,
+) -> Annotated[CallToolResult, ResultsSummary]:
+    """An A/B or bandit rule's results: per metric (primary first) visitors, rate, lift, interval, significance and
+    a verdict (winner/loser only when the interval clears zero). Give flag_key + environment, or experiment_id."""
+    rt = runtime(ctx)
+    if (start_time and start_time.tzinfo is None) or (end_time and end_time.tzinfo is None):
+        raise ToolError("start_time/end_time: include a time zone, e.g. 2026-01-31T00:00:00Z")
+    rule: RuleDetails | None = None
+    if experiment_id is None:
+        if flag_key is None or environment is None:
+            raise ToolError("flag_key and environment are required (or experiment_id, from get_flag)")
+        rule = await _rule(rt, rt.project(project_id), flag_key, environment, rule_key)
+        experiment_id = rule.layer_experiment_id
+        assert experiment_id is not None
+    with api_errors():
+        answer, outcome = await rt.experiment_results(experiment_id, start_time, end_time, baseline_variation_id)
+    summary = _summary(answer, experiment_id, rule, flag_key, environment, end_time, outcome)
+    return _fit(summary, rt.settings.max_tokens).response()
+
+
+async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key: str | None) -> RuleDetails:
+    with api_errors():
+        flag = await rt.client.get_flag(pid, flag_key)
+    env = flag.environments.get(environment)
+    if env is None:
+        raise ToolError(
+            f"environment: flag {flag_key!r} has no {environment!r}; it has: {', '.join(flag.environments)}"
+        )
+    experiments = [r for r in env.rules_detail if r.type in EXPERIMENT_TYPES and r.layer_experiment_id]
+    listed = ", ".join(f"{r.key} ({r.type}, {r.status})" for r in experiments) or "none"
+    if rule_key is not None:
+        found = next((r for r in env.rules_detail if r.key == rule_key), None)
+        if found is None:
+            raise ToolError(f"rule_key: no rule {rule_key!r} in {flag_key}/{environment}; experiment rules: {listed}")
+        if found not in experiments:
+            raise ToolError(
+                f"rule_key: {rule_key!r} is a {found.type} rule, which has no results; experiments: {listed}"
+            )
+        return found
+    if not experiments:
+        raise ToolError(f"{flag_key}/{environment} has no A/B or multi-armed bandit rule, so no results")
+    if len(experiments) > 1:
+        raise ToolError(f"rule_key: {flag_key}/{environment} has several experiments, name one: {listed}")
+    return experiments[0]
+
+
+def _readable(x: float) -> float:
+    """Four significant digits: shorter to read, and unlike fixed decimals it never turns a small interval bound
+    into 0 (which would change whether the interval clears zero)."""
+    return float(f"{x:.4g}")
+
+
+def variation_figures(metric: ExperimentMetricResults) -> list[VariationFigures]:
+    """Each variation's figures, baseline first, rounded for reading without changing which side of 0 they are on."""
+    out = []
+    for vid, v in metric.results.items():
+        lift = v.lift
+        remaining = lift.visitors_remaining if lift else None
+        interval = lift.confidence_interval if lift else None
+        out.append(
+            VariationFigures(
+                variation=v.name or vid,
+                id=v.variation_id or vid,
+                baseline=v.is_baseline,
+                visitors=int(v.samples or 0),
+                conversions=v.value,
+                rate=_readable(v.rate) if v.rate is not None else None,
+                lift=_readable(lift.value) if lift and lift.value is not None else None,
+                interval=[_readable(x) for x in interval] if interval else None,
+                significance=_readable(lift.significance) if lift and lift.significance is not None else None,
+                significant=lift.is_significant if lift else None,
+                visitors_remaining=None if remaining in (None, NOT_AVAILABLE_INT64) else remaining,
+            )
+        )
+    return sorted(out, key=lambda f: not f.baseline)
+
+
+def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
+    reading = read_metric(metric)
+    names = {v.variation_id or k: v.name or k for k, v in metric.results.items()}
+    return MetricResult(
+        name=metric.name or "(unnamed metric)",
+        role=role,
+        winning_direction=metric.winning_direction,
+        verdict=reading.verdict,
+        verdict_variation=names.get(reading.variation_id or "") if reading.variation_id else None,
+        variations=variation_figures(metric),
+    )
+
+
+def _summary(
+    answer: ResultsResponse,
+    experiment_id: int,
+    rule: RuleDetails | None,
+    flag_key: str | None,
+    environment: str | None,
+    asked_end: datetime | None,
+    outcome: str | None,
+) -> ResultsSummary:
+    base: dict[str, Any] = {
+        "experiment_id": str(experiment_id),
+        "flag_key": flag_key,
+        "environment": environment,
+        "rule_key": rule.key if rule else None,
+        "days_running": rule.days_running if rule else None,
+        "results_url": rule.fetch_results_ui_url if rule else None,
+    }
+    if answer.state == "processing":
+        return ResultsSummary(
+            status="processing", note="Optimizely is still computing these results: try again in a minute.", **base
+        )
+    results: ExperimentResults | None = answer.results
+    if answer.state == "no_data" or results is None:
+        return ResultsSummary(
+            status="no_data", note="No results yet: the experiment has not started or has no visitors.", **base
+        )
+    metrics = [
+        _metric(m, "primary" if i == 0 else "secondary" if i <= SECONDARY_METRICS else "monitoring")
+        for i, m in enumerate(results.metrics)
+    ]
+    visitors = {
+        (v.name or k): int(v.count or 0) for k, v in (results.reach.variations if results.reach else {}).items()
+    }
+    shorter = bool(asked_end and results.end_time and results.end_time < asked_end)
+    empty = not any(visitors.values())
+    return ResultsSummary(
+        status="ready",
+        start_time=results.start_time,
+        end_time=results.end_time,
+        window_shorter_than_asked=shorter,
+        is_stale=results.is_stale,
+        confidence_threshold=results.confidence_threshold,
+        difference_type=results.stats_config.difference_type if results.stats_config else None,
+        visitors=visitors,
+        inferred_outcome=outcome,
+        metrics=metrics,
+        note="No visitors yet."
+        if empty
+        else ("Fresher results were not ready: the window ends earlier than asked." if shorter else None),
+        **base,
+    )
+
+
+def _fit(summary: ResultsSummary, budget: int) -> Fitted[ResultsSummary]:
+    """Primary and secondary metrics in full; monitoring metrics one line each; then fewer secondaries in full."""
+
+    def fitted(view: ResultsSummary) -> Fitted[ResultsSummary]:
+        return Fitted(view, render.results(view))
+
+    lined = [m if m.role != "monitoring" else _one_line(m) for m in summary.metrics]
+    full = [m for m in lined if m.role != "monitoring"]
+    result = fitted(summary.model_copy(update={"metrics": lined}))
+    if result.tokens <= budget:
+        return result
+
+    def keep(shown: Sequence[MetricResult]) -> Fitted[ResultsSummary]:
+        rest = [_one_line(m) for m in full[len(shown) :]]
+        monitoring = [m for m in lined if m.role == "monitoring"]
+        note = Truncation(omitted="metrics shown as one line", count=len(rest), get_it="the results page (results_url)")
+        return fitted(summary.model_copy(update={"metrics": [*shown, *rest, *monitoring], "truncated": [note]}))
+
+    best = largest_fitting(full, keep, lambda r: r.tokens <= budget)
+    return best[0] if best else keep(full[:0])
+
+
+def _one_line(metric: MetricResult) -> MetricResult:
+    named = f" ({metric.verdict_variation})" if metric.verdict_variation else ""
+    lifts = ", ".join(
+        f"{f.variation} {f.lift:+.2%}{'*' if f.significant else ''}" for f in metric.variations if f.lift is not None
+    )
+    return metric.model_copy(update={"variations": [], "line": f"{metric.verdict}{named}; {lifts or 'no lift yet'}"})
