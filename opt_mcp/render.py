@@ -158,7 +158,7 @@ def write_result(view: WriteResult) -> str:
     return "\n".join(lines)
 
 
-def _percent(x: float) -> str:
+def percent(x: float) -> str:
     """Signed, three significant digits: a small bound reads +0.00412%, not +0.00% (which looks like zero)."""
     return f"{x * 100:+.3g}%"
 
@@ -190,8 +190,8 @@ def results(view: ResultsSummary) -> str:
         lines.append(head)
         lines.append("  variation | visitors | conversions | rate | lift | interval | significance")
         for f in metric.variations:
-            lift = "baseline" if f.baseline else (_percent(f.lift) if f.lift is not None else "-")
-            interval = f"[{_percent(f.interval[0])}, {_percent(f.interval[1])}]" if f.interval else "-"
+            lift = "baseline" if f.baseline else (percent(f.lift) if f.lift is not None else "-")
+            interval = f"[{percent(f.interval[0])}, {percent(f.interval[1])}]" if f.interval else "-"
             sig = (
                 f"{f.significance:.2f}{' significant' if f.significant else ''}" if f.significance is not None else "-"
             )

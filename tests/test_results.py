@@ -19,6 +19,7 @@ from opt_mcp.server import build_server
 from opt_mcp.tools.results import variation_figures
 from opt_mcp.verdict import read_metric
 from tests.conftest import FAST_RETRY
+from tests.test_budget import cost
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -242,16 +243,41 @@ async def test_the_cache_forgets_the_oldest_question(sandbox: Sandbox) -> None:
     assert len(sandbox.requests("GET", "/results$")) == RESULTS_MEMORY + 2
 
 
-async def test_many_metrics_fit_the_budget_with_monitoring_as_lines(sandbox: Sandbox) -> None:
+def many_metrics(sandbox: Sandbox, count: int) -> None:
     rule = sandbox.store.projects[PID].flags["product_sort"].rulesets["production"].rules["experiment"]
-    rule["metrics"] = [dict(rule["metrics"][0], display_title=f"metric {i}") for i in range(14)]
-    async with Client(make(sandbox, max_tokens=2000)) as c:
+    rule["metrics"] = [dict(rule["metrics"][0], display_title=f"metric {i}") for i in range(count)]
+
+
+@pytest.mark.parametrize("budget", [1000, 2000, 6000])
+async def test_many_metrics_fit_the_budget_and_say_what_was_left_out(sandbox: Sandbox, budget: int) -> None:
+    many_metrics(sandbox, 40)
+    async with Client(make(sandbox, max_tokens=budget)) as c:
         result = await c.call_tool("get_results", PRODUCTION)
     body = data(result)
-    roles = [m["role"] for m in body["metrics"]]
-    assert roles == ["primary"] + ["secondary"] * 5 + ["monitoring"] * 8
-    assert all("line" in m and not m.get("variations") for m in body["metrics"] if m["role"] == "monitoring")
-    assert body["metrics"][0].get("variations")  # the primary stays in full
-    from tests.test_budget import cost
+    assert cost(result) <= budget
+    shown = body["metrics"]
+    assert [m["role"] for m in shown] == (["primary"] + ["secondary"] * 5 + ["monitoring"] * 34)[: len(shown)]
+    in_full = [m for m in shown if m.get("variations")]
+    assert all(m["role"] != "monitoring" for m in in_full) and shown[: len(in_full)] == in_full
+    assert all(m.get("line") for m in shown[len(in_full) :])  # the others as one line each
+    notes = {n["omitted"]: n for n in body["truncated"]}
+    lined = notes["per-variation figures of the metrics shown as one line"]
+    assert lined["count"] == len(shown) - len(in_full) and 'metrics=["metric ' in lined["get_it"]
+    assert notes.get("metrics", {}).get("count", 0) == 40 - len(shown)
+    if budget == 6000:
+        assert len(in_full) == 6 and len(shown) == 40  # primary + 5 secondaries in full, monitoring as lines
+    if budget == 1000:
+        assert len(shown) < 40  # not even one line each fits: the rest are counted, named in get_it
+    assert "one line" in text(result)
 
-    assert cost(result) <= 2000
+
+async def test_metrics_named_are_returned_in_full(sandbox: Sandbox) -> None:
+    many_metrics(sandbox, 14)
+    async with Client(make(sandbox)) as c:
+        body = data(await c.call_tool("get_results", {**PRODUCTION, "metrics": ["Metric 12", "metric 0"]}))
+        unknown = await c.call_tool("get_results", {**PRODUCTION, "metrics": ["metric 99"]})
+    assert [(m["name"], m["role"]) for m in body["metrics"]] == [("metric 0", "primary"), ("metric 12", "monitoring")]
+    assert all(m.get("variations") for m in body["metrics"]) and not body.get("truncated")
+    assert (
+        unknown.is_error and "metrics: no metric named 'metric 99'" in text(unknown) and "'metric 13'" in text(unknown)
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,6 +33,7 @@ async def get_results(
     start_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
     end_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
     baseline_variation_id: Annotated[str | None, Field(max_length=40)] = None,
+    metrics: Annotated[list[str] | None, Field(max_length=20, description="only these metrics, in full")] = None,
     project_id: ProjectId = None,
 ) -> Annotated[CallToolResult, ResultsSummary]:
     """An A/B or bandit rule's results: per metric (primary first) visitors, rate, lift, interval, significance and
@@ -50,7 +51,20 @@ async def get_results(
     with api_errors():
         answer, outcome = await rt.experiment_results(experiment_id, start_time, end_time, baseline_variation_id)
     summary = _summary(answer, experiment_id, rule, flag_key, environment, end_time, outcome)
-    return _fit(summary, rt.settings.max_tokens).response()
+    if metrics:
+        summary = _only(summary, metrics)
+    return _fit(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
+
+
+def _only(summary: ResultsSummary, names: list[str]) -> ResultsSummary:
+    """The metrics named (case-insensitively), in the experiment's order; an unknown name is an error."""
+    wanted = {n.strip().casefold() for n in names}
+    known = {m.name.casefold() for m in summary.metrics}
+    unknown = sorted(wanted - known)
+    if unknown and summary.status == "ready":
+        available = ", ".join(repr(m.name) for m in summary.metrics[:30])
+        raise ToolError(f"metrics: no metric named {', '.join(map(repr, unknown))}; this experiment has: {available}")
+    return summary.model_copy(update={"metrics": [m for m in summary.metrics if m.name.casefold() in wanted]})
 
 
 async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key: str | None) -> RuleDetails:
@@ -176,31 +190,52 @@ def _summary(
     )
 
 
-def _fit(summary: ResultsSummary, budget: int) -> Fitted[ResultsSummary]:
-    """Primary and secondary metrics in full; monitoring metrics one line each; then fewer secondaries in full."""
+def _fit(summary: ResultsSummary, budget: int, *, in_full: bool) -> Fitted[ResultsSummary]:
+    """Primary and secondary metrics in full and monitoring metrics one line each (every metric in full when the
+    caller named them); if that is too long, fewer metrics in full, then fewer metrics at all, each step noted."""
+    metrics = summary.metrics
+    full = len(metrics) if in_full else sum(m.role != "monitoring" for m in metrics)
 
-    def fitted(view: ResultsSummary) -> Fitted[ResultsSummary]:
+    def build(in_full: int, shown: int) -> Fitted[ResultsSummary]:
+        kept = [m if i < in_full else _one_line(m) for i, m in enumerate(metrics[:shown])]
+        notes = []
+        if lined := [m.name for m in metrics[in_full:shown]]:
+            notes.append(
+                Truncation(
+                    omitted="per-variation figures of the metrics shown as one line",
+                    count=len(lined),
+                    get_it=f"get_results with the same arguments and metrics={json.dumps(lined[:3])}",
+                )
+            )
+        if hidden := [m.name for m in metrics[shown:]]:
+            notes.append(
+                Truncation(
+                    omitted="metrics",
+                    count=len(hidden),
+                    get_it=f"get_results with metrics={json.dumps(hidden[:3])}, or the results page (results_url)",
+                )
+            )
+        view = summary.model_copy(update={"metrics": kept, "truncated": notes})
         return Fitted(view, render.results(view))
 
-    lined = [m if m.role != "monitoring" else _one_line(m) for m in summary.metrics]
-    full = [m for m in lined if m.role != "monitoring"]
-    result = fitted(summary.model_copy(update={"metrics": lined}))
-    if result.tokens <= budget:
-        return result
+    def fits(result: Fitted[ResultsSummary]) -> bool:
+        return result.tokens <= budget
 
-    def keep(shown: Sequence[MetricResult]) -> Fitted[ResultsSummary]:
-        rest = [_one_line(m) for m in full[len(shown) :]]
-        monitoring = [m for m in lined if m.role == "monitoring"]
-        note = Truncation(omitted="metrics shown as one line", count=len(rest), get_it="the results page (results_url)")
-        return fitted(summary.model_copy(update={"metrics": [*shown, *rest, *monitoring], "truncated": [note]}))
-
-    best = largest_fitting(full, keep, lambda r: r.tokens <= budget)
-    return best[0] if best else keep(full[:0])
+    best = build(full, len(metrics))
+    if fits(best):
+        return best
+    fewer_in_full = largest_fitting(range(full), lambda kept: build(len(kept), len(metrics)), fits)
+    if fewer_in_full:
+        return fewer_in_full[0]
+    fewer = largest_fitting(range(len(metrics)), lambda kept: build(0, len(kept)), fits)
+    return fewer[0] if fewer else build(0, 0)
 
 
 def _one_line(metric: MetricResult) -> MetricResult:
     named = f" ({metric.verdict_variation})" if metric.verdict_variation else ""
     lifts = ", ".join(
-        f"{f.variation} {f.lift:+.2%}{'*' if f.significant else ''}" for f in metric.variations if f.lift is not None
+        f"{f.variation} {render.percent(f.lift)}{'*' if f.significant else ''}"
+        for f in metric.variations
+        if f.lift is not None
     )
     return metric.model_copy(update={"variations": [], "line": f"{metric.verdict}{named}; {lifts or 'no lift yet'}"})
