@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from opt_mcp.api.client import FlagFilters, OptimizelyClient, RetryPolicy
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
-from opt_mcp.api.ratelimit import RateLimits, Window
+from opt_mcp.api.ratelimit import Pacer, RateLimits, Window
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from tests.conftest import FAST_RETRY, SleepRecorder
@@ -318,6 +318,19 @@ async def test_client_pacing_keeps_within_the_sandbox_limit() -> None:
     assert all(r.status == 200 for r in sandbox.requests())  # never a 429
     assert elapsed >= 0.9  # 10 requests at 4 per 0.5 s need at least two full windows
     assert status["flags"].server_limit == 4 and status["flags"].server_remaining is not None
+
+
+async def test_pacing_counts_a_request_from_its_answer(sleeps: SleepRecorder) -> None:
+    """A request is counted from when its answer came (the server saw it no later): a slow first answer pushes the
+    window, so a fast second request cannot reach the server inside the first one's window."""
+    pacer = Pacer("flags", (Window(1, 1.0),), clock=sleeps.clock, sleep=sleeps)
+    stamp = await pacer.acquire()
+    sleeps.now += 0.4  # the answer takes 0.4 s
+    pacer.settle(stamp)
+    await pacer.acquire()
+    assert sleeps.calls == [pytest.approx(1.0)]  # 1 s from the answer, not 0.6 s from the send
+    pacer.settle(None)  # an unpaced class has nothing to settle
+    pacer.settle(-5.0)  # nor does a stamp already out of every window
 
 
 async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:

@@ -430,14 +430,15 @@ class OptimizelyClient:
         attempt = refusals = 0
         while True:
             attempt += 1
-            for pacer in pacers:
-                await pacer.acquire()
+            stamps = [await pacer.acquire() for pacer in pacers]
             started = time.monotonic()
             try:
                 self.requests_sent += 1
                 response = await self._http.request(
                     method, url, params=params, json=json_body, content=content, headers=headers
                 )
+                for pacer, stamp in zip(pacers, stamps, strict=True):
+                    pacer.settle(stamp)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 # The request never left: retrying cannot apply a change twice, even for a write.
                 if attempt < self._retry.attempts:

@@ -8,6 +8,7 @@ spec declares a 429 or a header, so opt-mcp paces itself with sliding windows an
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -68,16 +69,31 @@ class Pacer:
     _server_remaining: int | None = None
     _server_reset_at: float | None = None
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent, then count it as sent."""
+    async def acquire(self) -> float | None:
+        """Wait until a request may be sent, then count it as sent; its stamp, for ``settle``."""
         async with self._lock:
             while True:
                 delay = self._delay(self.clock())
                 if delay <= 0:
                     break
                 await self.sleep(delay)
-            if self.windows:
-                self._sent.append(self.clock())
+            if not self.windows:
+                return None
+            stamp = self.clock()
+            self._sent.append(stamp)
+            return stamp
+
+    def settle(self, stamp: float | None) -> None:
+        """Count a request from when its answer came rather than when it left. The server counted it on arrival,
+        somewhere in between: pacing from the send time can run ahead of the server's window by the network delay
+        and draw a 429; pacing from the answer never does."""
+        if stamp is None:
+            return
+        try:
+            self._sent.remove(stamp)
+        except ValueError:
+            return  # already out of every window
+        bisect.insort(self._sent, self.clock())
 
     def _delay(self, now: float) -> float:
         delay = self._blocked_until - now
