@@ -258,3 +258,24 @@ def test_sandbox_command_rejects_bad_settings() -> None:
     assert result.stderr.strip().splitlines() == [
         "opt-mcp: OPT_MCP_SANDBOX_FLAGS must be a whole number from 0 to 100000, not 'lots'"
     ]
+
+
+async def test_a_personal_token_sees_only_its_granted_projects() -> None:
+    from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+
+    sandbox = Sandbox(
+        SandboxConfig(rate_limits=RateLimits.unlimited(), grants={"mine": frozenset({MOBILE_PROJECT_ID})})
+    )
+    experiment = next(iter(sandbox.store.experiment_index()))  # an experiment of the seed project
+    async with httpx.AsyncClient(transport=sandbox.transport(), base_url=SANDBOX_ORIGIN) as http:
+        mine = {"Authorization": "Bearer mine"}
+        everyone = {"Authorization": "Bearer anything-else"}
+        projects = (await http.get("/v2/projects", headers=mine)).json()
+        all_projects = (await http.get("/v2/projects", headers=everyone)).json()
+        seed_flags = await http.get(f"/flags/v1/projects/{PID}/flags", headers=mine)
+        results = await http.get(f"/v2/experiments/{experiment}/results", headers=mine)
+        mobile_flags = await http.get(f"/flags/v1/projects/{MOBILE_PROJECT_ID}/flags", headers=mine)
+    assert [p["id"] for p in projects] == [MOBILE_PROJECT_ID] and len(all_projects) == 3
+    assert seed_flags.status_code == 404 and "do not have access" in seed_flags.text
+    assert results.status_code == 404
+    assert mobile_flags.status_code == 200

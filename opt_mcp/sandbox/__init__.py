@@ -27,10 +27,12 @@ from opt_mcp.sandbox.faults import Fault, FaultKind, FaultPlan, FaultTransport, 
 from opt_mcp.sandbox.gateway import Gateway
 from opt_mcp.sandbox.results import utc_now
 
-__all__ = ["SANDBOX_ORIGIN", "SEED_PROJECT_ID", "Fault", "RequestRecord", "Sandbox", "SandboxConfig"]
+__all__ = ["SANDBOX_ORIGIN", "SANDBOX_TOKEN", "SEED_PROJECT_ID", "Fault", "RequestRecord", "Sandbox", "SandboxConfig"]
 
 # A name that can never resolve (RFC 2606), so nothing meant for the sandbox can leave the process.
 SANDBOX_ORIGIN = "http://sandbox.opt-mcp.invalid"
+# What the server uses for the sandbox when nobody brings a token of their own (not a secret: the sandbox is local).
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class SandboxConfig:
     environments: int = 2
     max_rules: int = 4
     token: str | None = None
+    # Personal tokens and the projects each may see (a token not listed sees every project).
+    grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     reset_style: Literal["epoch", "seconds"] = "epoch"
 
@@ -83,6 +87,7 @@ class Sandbox:
             log=self.log,
             rate_limits=self.config.rate_limits,
             token=self.config.token,
+            grants=self.config.grants,
             reset_style=self.config.reset_style,
         )
         self.app = Starlette(routes=self._routes())
@@ -145,7 +150,7 @@ class Sandbox:
 
     def client(
         self,
-        token: str = "sandbox-token",
+        token: str = SANDBOX_TOKEN,
         *,
         rate_limits: RateLimits | None = None,
         retry: RetryPolicy | None = None,

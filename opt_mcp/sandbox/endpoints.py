@@ -97,10 +97,16 @@ class Endpoints:
     # Lookups
     # --------------------------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _visible(request: Request, project_id: int) -> bool:
+        """Whether the request's token may see the project (the gateway puts a token's grant in the request)."""
+        grant: frozenset[int] | None = getattr(request.state, "grant", None)
+        return grant is None or project_id in grant
+
     def _project(self, request: Request, *, flags: bool = True) -> ProjectRecord:
         raw = request.path_params["project_id"]
         project = self.store.projects.get(int(raw)) if str(raw).isdigit() else None
-        if project is None:
+        if project is None or not self._visible(request, project.id):
             raise ApiError(404, "Not Found", f"Project {raw} was not found or you do not have access to it.")
         if flags and not project.is_flags_enabled:
             raise ApiError(400, "Bad Request", f"Project {raw} is not a Feature Experimentation project.")
@@ -381,7 +387,7 @@ class Endpoints:
         query = request.query_params
         per_page = _int_param(query.get("per_page"), "per_page", V2_DEFAULT_PER_PAGE, 1, V2_MAX_PER_PAGE)
         page = _int_param(query.get("page"), "page", 1, 1, 10**6)
-        projects = list(self.store.projects.values())
+        projects = [p for p in self.store.projects.values() if self._visible(request, p.id)]
         last = max(1, math.ceil(len(projects) / per_page))
         items = projects[(page - 1) * per_page : page * per_page]
         headers: dict[str, str] = {}
@@ -399,7 +405,7 @@ class Endpoints:
     def _experiment_rule(self, request: Request) -> dict[str, Any]:
         raw = str(request.path_params["experiment_id"])
         found = self.store.experiment_index().get(int(raw)) if raw.isdigit() else None
-        if found is None:
+        if found is None or not self._visible(request, found[0].id):
             raise ApiError(404, "Not Found", f"Experiment {raw} was not found or you do not have access to it.")
         return found[3]
 
