@@ -43,6 +43,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="opt-mcp %(levelname)s %(name)s: %(message)s")
+    if args.transport != "stdio":
+        from opt_mcp.hosting import HostedSettings, serve
+
+        hosted = HostedSettings.from_env(
+            host=args.host, port=args.port, stateless=True if args.stateless else None, no_auth=args.no_auth or None
+        )
+        serve(settings, hosted)
+        return 0
     if settings.uses_sandbox:
         why = "OPT_MCP_SANDBOX is set" if settings.force_sandbox else "no OPTIMIZELY_API_TOKEN is set"
         print(
@@ -66,6 +74,7 @@ def _tools(args: argparse.Namespace) -> int:
 async def _tool_rows(settings: Settings) -> list[tuple[str, int, str]]:
     from mcp import Client
 
+    from opt_mcp.budget import estimate_tokens
     from opt_mcp.server import build_server
 
     async with Client(build_server(settings)) as client:
@@ -102,18 +111,22 @@ async def _call_tool(settings: Settings, tool: str, arguments: dict[str, Any]) -
     return "\n".join(getattr(block, "text", "") for block in result.content), bool(result.is_error)
 
 
-def estimate_tokens(text: str) -> int:
-    # Until the budget module measures results, a conservative rule of thumb for JSON: 4 characters a token.
-    return max(1, -(-len(text) // 4))
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opt-mcp", description="MCP server for Optimizely Feature Experimentation")
     parser.add_argument("--version", action="version", version=f"opt-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the MCP server (stdio)")
-    serve.add_argument("--transport", choices=["stdio"], default="stdio", help="how clients connect")
+    serve = commands.add_parser("serve", help="run the MCP server (stdio, or hosted over HTTP)")
+    serve.add_argument(
+        "--transport",
+        choices=["stdio", "http", "sse"],
+        default="stdio",
+        help="stdio for a desktop client; http (or sse: the same server) for a team: /mcp and /sse",
+    )
+    serve.add_argument("--host", default=None, help="hosted: address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_count, default=None, help="hosted: port (default 8000)")
+    serve.add_argument("--stateless", action="store_true", help="hosted: no server-side sessions (for replicas)")
+    serve.add_argument("--no-auth", action="store_true", help="hosted: no authentication (trying it locally only)")
     serve.add_argument("--read-only", action="store_true", help="hide every tool that writes (OPT_MCP_READ_ONLY)")
     serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox even if a token is set")
     serve.set_defaults(run=_serve)

@@ -14,6 +14,7 @@ from opt_mcp.sandbox import SEED_PROJECT_ID, SandboxConfig
 DEFAULT_BASE_URL = "https://api.optimizely.com"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_SAID_FALSE = _FALSE[:-1]  # set, and false (unset is not a refusal)
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,8 @@ class Settings:
     project_id: int | None = None
     read_only: bool = False
     force_sandbox: bool = False
+    # OPT_MCP_SANDBOX=false: never the sandbox, even without OPTIMIZELY_API_TOKEN (hosted: each person brings one).
+    real_api: bool = False
     max_tokens: int = DEFAULT_MAX_TOKENS
     confirm: ConfirmMode = "elicit"
     secret: bytes = field(default_factory=new_secret, repr=False)
@@ -38,13 +41,15 @@ class Settings:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     def __post_init__(self) -> None:
+        if self.force_sandbox and self.real_api:
+            raise ConfigError("the sandbox cannot be both forced and refused: drop --sandbox or OPT_MCP_SANDBOX=false")
         if not MIN_MAX_TOKENS <= self.max_tokens <= HARD_CEILING:
             raise ConfigError(f"max_tokens must be between {MIN_MAX_TOKENS} and {HARD_CEILING}")
 
     @property
     def uses_sandbox(self) -> bool:
-        """The sandbox runs when forced, and whenever no token is set."""
-        return self.force_sandbox or not self.token
+        """The sandbox runs when forced, and whenever no token is set (unless refused with OPT_MCP_SANDBOX=false)."""
+        return self.force_sandbox or (not self.token and not self.real_api)
 
     @property
     def default_project_id(self) -> int | None:
@@ -105,8 +110,9 @@ class Settings:
             token=token,
             base_url=base_url.rstrip("/"),
             project_id=project_id,
-            read_only=_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
-            force_sandbox=_flag(environ, "OPT_MCP_SANDBOX") if sandbox is None else sandbox,
+            read_only=parse_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
+            force_sandbox=parse_flag(environ, "OPT_MCP_SANDBOX") if sandbox is None else sandbox,
+            real_api=sandbox is None and environ.get("OPT_MCP_SANDBOX", "").strip().lower() in _SAID_FALSE,
             max_tokens=max_tokens,
             confirm=confirm,  # type: ignore[arg-type]
             secret=raw_secret.encode() if raw_secret else new_secret(),
@@ -117,7 +123,7 @@ class Settings:
         )
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
+def parse_flag(environ: Mapping[str, str], name: str) -> bool:
     value = environ.get(name, "").strip().lower()
     if value in _TRUE:
         return True

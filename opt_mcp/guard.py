@@ -149,6 +149,12 @@ def new_secret() -> bytes:
     return secrets.token_bytes(32)
 
 
+def person_secret(secret: bytes, person: str) -> bytes:
+    """A signing key of one person's own, derived from the server's secret: a confirmation token issued to one
+    person is "not one this server issued" for anyone else, on every replica that shares the secret."""
+    return hmac.new(secret, b"opt-mcp person\x00" + person.encode(), hashlib.sha256).digest()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Audit
 # ------------------------------------------------------------------------------------------------------------------
@@ -204,6 +210,7 @@ class Guard:
     signer: TokenSigner
     audit: Audit
     mode: ConfirmMode = "elicit"
+    person: str | None = None  # who is writing, in hosted mode; stdio has no identity
 
     async def run(
         self,
@@ -221,6 +228,8 @@ class Guard:
         writes nothing: (preview, status, token, expires_at). ``write`` returns its result and the revisions after.
         """
         audit = {"tool": preview.tool, "arguments": preview.arguments, "revision_before": preview.revisions}
+        if self.person is not None:
+            audit = {"person": self.person, **audit}
         decision = getattr(outcome, "data", None)
         if getattr(outcome, "action", "accept") != "accept" or (isinstance(decision, Confirm) and not decision.confirm):
             self.audit.record(**audit, outcome="declined")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -88,11 +88,21 @@ class Runtime:
         return chosen
 
 
+@runtime_checkable
+class Runtimes(Protocol):
+    """Where a hosted server finds the calling person's Runtime (``opt_mcp.people.People``)."""
+
+    def runtime(self, ctx: Context[Any, Any]) -> Runtime: ...
+
+
 def runtime(ctx: Context[Any, Any]) -> Runtime:
+    """What this call runs with: the server's one Runtime (stdio), or the calling person's (hosted)."""
     value = ctx.request_context.lifespan_context
-    if not isinstance(value, Runtime):  # pragma: no cover - a wiring mistake, not a user error
-        raise TypeError("opt-mcp tools need the opt-mcp server's lifespan")
-    return value
+    if isinstance(value, Runtime):
+        return value
+    if isinstance(value, Runtimes):
+        return value.runtime(ctx)
+    raise TypeError("opt-mcp tools need the opt-mcp server's lifespan")  # pragma: no cover - a wiring mistake
 
 
 @contextmanager

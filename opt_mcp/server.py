@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +15,11 @@ from mcp.types import Tool, ToolAnnotations
 from opt_mcp import __version__
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import Settings
+from opt_mcp.config import ConfigError, Settings
 from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner
+from opt_mcp.people import People
 from opt_mcp.runtime import Runtime
-from opt_mcp.sandbox import Sandbox
+from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
 from opt_mcp.tools import flags, projects, results, writes
 from opt_mcp.views import without_titles
 
@@ -77,10 +78,12 @@ WRITE_TOOLS = (
 )
 
 
-class OptMCPServer(MCPServer[Runtime]):
+class OptMCPServer(MCPServer[Any]):
     """MCPServer whose tools/list carries compact input schemas: every model reads them on every turn."""
 
     _listed: list[Tool] | None = None
+    # Hosted mode: everyone's Runtimes (the app that serves this server closes them).
+    people: People | None = None
 
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
@@ -97,23 +100,40 @@ def build_server(
     sandbox: Sandbox | None = None,
     rate_limits: RateLimits | None = None,
     retry: RetryPolicy | None = None,
+    people: Mapping[str, str] | None = None,
 ) -> OptMCPServer:
-    """The server for these settings. Tests pass their own sandbox and pacing."""
+    """The server for these settings. Tests pass their own sandbox and pacing.
+
+    ``people`` switches to hosted mode: each person's calls get a Runtime of their own, with the Optimizely token
+    their request carries, else the one the operator mapped to their name (``people``), else the shared one.
+    """
     if settings.uses_sandbox and sandbox is None:
         sandbox = Sandbox(settings.sandbox)
+    if not settings.uses_sandbox:
+        sandbox = None  # a test's sandbox is only used when the settings ask for it
+    if people is None and sandbox is None and not settings.token:
+        raise ConfigError("OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN: on stdio there is no one else's token")
     # One ledger per server: a token used in one session is used for every session.
-    signer = TokenSigner(settings.secret, Ledger(), ttl=settings.token_ttl)
-    guard = Guard(signer, Audit(settings.audit_log), settings.confirm)
+    ledger, audit = Ledger(), Audit(settings.audit_log)
+
+    def client_for(token: str) -> OptimizelyClient:
+        if sandbox is not None:
+            return sandbox.client(token, rate_limits=rate_limits, retry=retry)
+        return OptimizelyClient(token, base_url=settings.base_url, rate_limits=rate_limits, retry=retry)
+
+    everyone: People | None = None
+    if people is not None:
+        shared = SANDBOX_TOKEN if sandbox is not None else settings.token
+        everyone = People(settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger)
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
-        if settings.uses_sandbox:
-            assert sandbox is not None
-            client = sandbox.client(rate_limits=rate_limits, retry=retry)
-        else:
-            assert settings.token is not None
-            client = OptimizelyClient(settings.token, base_url=settings.base_url, rate_limits=rate_limits, retry=retry)
-        async with client:
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Runtime | People]:
+        if everyone is not None:
+            yield everyone  # entered per SSE connection too: the registry outlives them, the app closes it
+            return
+        signer = TokenSigner(settings.secret, ledger, ttl=settings.token_ttl)
+        guard = Guard(signer, audit, settings.confirm)
+        async with client_for(SANDBOX_TOKEN if sandbox is not None else settings.token or "") as client:
             yield Runtime(settings=settings, client=client, guard=guard)
 
     server = OptMCPServer(
@@ -123,6 +143,7 @@ def build_server(
         instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.uses_sandbox else ""),
         lifespan=lifespan,
     )
+    server.people = everyone
     for spec in READ_TOOLS if settings.read_only else READ_TOOLS + WRITE_TOOLS:
         server.add_tool(
             spec.fn,
