@@ -117,8 +117,9 @@ def build_server(
     ledger, audit = Ledger(), Audit(settings.audit_log)
 
     def client_for(token: str) -> OptimizelyClient:
-        if sandbox is not None:
-            return sandbox.client(token, rate_limits=rate_limits, retry=retry)
+        if sandbox is not None:  # paced to the limits the sandbox enforces, as for the API it stands in for
+            paced = rate_limits if rate_limits is not None else sandbox.config.rate_limits
+            return sandbox.client(token, rate_limits=paced, retry=retry)
         return OptimizelyClient(token, base_url=settings.base_url, rate_limits=rate_limits, retry=retry)
 
     everyone: People | None = None

@@ -51,7 +51,8 @@ class SandboxConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SandboxConfig:
-        """Read ``OPT_MCP_SANDBOX_FLAGS`` and ``OPT_MCP_SANDBOX_SEED``; a malformed value raises ValueError."""
+        """Read ``OPT_MCP_SANDBOX_FLAGS``, ``OPT_MCP_SANDBOX_SEED`` and ``OPT_MCP_SANDBOX_UNLIMITED`` (no rate
+        limits, for load tests); a malformed value raises ValueError."""
         values: dict[str, Any] = {}
         for name, attr, low, high in (
             ("OPT_MCP_SANDBOX_FLAGS", "flags", 0, 100_000),
@@ -62,6 +63,11 @@ class SandboxConfig:
                 if not raw.isdigit() or not low <= int(raw) <= high:
                     raise ValueError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
                 values[attr] = int(raw)
+        unlimited = environ.get("OPT_MCP_SANDBOX_UNLIMITED", "").strip().lower()
+        if unlimited not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+            raise ValueError(f"OPT_MCP_SANDBOX_UNLIMITED must be true or false, not {unlimited!r}")
+        if unlimited in ("1", "true", "yes", "on"):
+            values["rate_limits"] = RateLimits.unlimited()
         values.update(overrides)
         return cls(**values)
 
