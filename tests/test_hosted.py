@@ -471,6 +471,10 @@ def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path
     )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "needs authentication" in refused.stderr
+    no_token = subprocess.run(
+        [_command("opt-mcp"), "serve"], env={**env, "OPT_MCP_SANDBOX": "false"}, capture_output=True, text=True
+    )
+    assert no_token.returncode == 2 and "OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN" in no_token.stderr
     with subprocess.Popen(
         [_command("opt-mcp"), "serve", "--transport", "http", "--no-auth", "--host", "0.0.0.0", "--port", free_port()],
         env=env,
