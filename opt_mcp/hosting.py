@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -39,7 +39,7 @@ from opt_mcp.api.client import RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.auth import AuthConfigError, IntrospectedTokens, StaticTokens, read_name_lines
 from opt_mcp.config import ConfigError, Settings, parse_flag
-from opt_mcp.people import ANONYMOUS
+from opt_mcp.people import ANONYMOUS, person_in
 from opt_mcp.sandbox import Sandbox
 from opt_mcp.server import build_server
 
@@ -158,13 +158,6 @@ class HostedSettings:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def person_of(scope: Scope) -> str:
-    user = scope.get("user")
-    if isinstance(user, AuthenticatedUser):
-        return user.access_token.subject or user.access_token.client_id
-    return ANONYMOUS
-
-
 class InFlight:
     """At most ``limit`` requests in flight per person; a request over it waits up to ``wait`` seconds."""
 
@@ -229,7 +222,7 @@ class Admission:
         except TimeoutError:
             await _plain(408, "Request body not received in time")(scope, receive, send)
             return
-        person = person_of(scope)
+        person = person_in(scope) or ANONYMOUS
         if not await self.in_flight.enter(person):
             await _plain(429, "Too many requests in flight for you; retry shortly", {"Retry-After": "1"})(
                 scope, receive, send

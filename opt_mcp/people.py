@@ -36,13 +36,19 @@ TOKENS_PER_PERSON = 4  # a person switching tokens keeps a few clients, not one 
 _TOKEN_SHAPE = re.compile(r"^[\x21-\x7e]{8,2048}$")  # printable ASCII, no spaces: what an API token looks like
 
 
+def person_in(scope: Mapping[str, Any]) -> str | None:
+    """The person an HTTP request was authenticated as (the SDK's bearer middleware puts them in the scope)."""
+    user = scope.get("user")
+    return (user.access_token.subject or user.access_token.client_id) if isinstance(user, AuthenticatedUser) else None
+
+
 def caller(ctx: Context[Any, Any]) -> tuple[str, str | None]:
     """The authenticated person making this request, and the Optimizely token their client sent, if any."""
     request = ctx.request_context.request
-    scope: Mapping[str, Any] = getattr(request, "scope", None) or {}
-    user = scope.get("user")
-    access = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
-    person = (access.subject or access.client_id) if access is not None else ANONYMOUS
+    person = person_in(getattr(request, "scope", None) or {})
+    if person is None:
+        access = get_access_token()
+        person = (access.subject or access.client_id) if access is not None else ANONYMOUS
     headers = getattr(request, "headers", None)
     sent = headers.get(OPTIMIZELY_TOKEN_HEADER) if headers is not None else None
     return person, sent.strip() if sent and sent.strip() else None

@@ -258,7 +258,7 @@ async def test_requests_in_flight_are_bounded_per_person() -> None:
     assert await limit.enter("alice") and await limit.enter("alice")
     assert not await limit.enter("alice")  # a third waits, then is refused (429)
     assert await limit.enter("bob")  # another person is not held up by alice
-    waiting = asyncio.create_task(InFlight.enter(limit, "alice"))
+    waiting = asyncio.create_task(limit.enter("alice"))
     await limit.leave("alice")
     assert await waiting  # a slot freed within the wait admits the waiting request
 
