@@ -67,15 +67,15 @@ def estimate_tokens(text: str) -> int:
     return int(0.75 * opaque + words + digits + punctuation + non_ascii_bytes / 2 + spacing) + 1
 
 
+def at_most(text: str) -> float:
+    """A bound ``estimate_tokens`` never exceeds, from the size alone: no character class above costs more than
+    1.5 tokens a UTF-8 byte (a property test holds the estimate to it)."""
+    return 1.5 * len(text.encode()) + 1
+
+
 def structured(view: BaseModel) -> dict[str, object]:
     """A view as structured content: JSON-ready, without optional fields left at their defaults."""
     return view.model_dump(mode="json", exclude_defaults=True)
-
-
-def result_tokens(view: BaseModel, text: str) -> int:
-    """What a result costs: its structured content as compact JSON, plus its text rendering."""
-    compact = json.dumps(structured(view), separators=(",", ":"), ensure_ascii=False)
-    return estimate_tokens(compact) + estimate_tokens(text)
 
 
 def respond(view: BaseModel, text: str) -> CallToolResult:
@@ -91,8 +91,19 @@ class Fitted(Generic[V]):
     text: str
 
     @cached_property
+    def compact(self) -> str:
+        """The structured content as compact JSON, as it is measured."""
+        return json.dumps(structured(self.view), separators=(",", ":"), ensure_ascii=False)
+
+    @cached_property
     def tokens(self) -> int:
-        return result_tokens(self.view, self.text)
+        """What the result costs: its structured content plus its text rendering."""
+        return estimate_tokens(self.compact) + estimate_tokens(self.text)
+
+    def fits(self, budget: int) -> bool:
+        """Whether the result fits ``budget``. Most results are small enough for their size alone to prove it,
+        which spares the estimate on the hot path; the others are estimated."""
+        return at_most(self.compact) + at_most(self.text) <= budget or self.tokens <= budget
 
     def response(self) -> CallToolResult:
         return respond(self.view, self.text)

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import CallToolResult
 
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.budget import HARD_CEILING, estimate_tokens, largest_fitting
+from opt_mcp.budget import HARD_CEILING, at_most, estimate_tokens, largest_fitting
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.store import flag_json
@@ -46,6 +46,27 @@ def test_estimate_grows_with_text_and_never_returns_zero() -> None:
     small, large = estimate_tokens('{"key": "a"}'), estimate_tokens('{"key": "a"}' * 100)
     assert 1 < small < large and large >= 0.8 * 100 * (small - 1)  # about linear (repeats merge a little)
     assert estimate_tokens("日本語" * 100) >= 300  # one non-ASCII character is at least a token
+
+
+# Text as results carry it: JSON punctuation, ids, opaque cursors, whitespace of every kind, any Unicode.
+_PIECES = st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(categories=["Zs", "Zl", "Zp", "Cc"]), min_size=1),
+    st.text(alphabet="0123456789", min_size=1),
+    # one character of each class, interleaved: the costliest text per byte ("a\na\n" is 1.5 tokens a byte)
+    st.lists(st.sampled_from(["a", "1", "!", "\n", "\t", "\u3000", "\x85"]), min_size=1).map("".join),
+    st.text(alphabet='{}[]":,_-+/=', min_size=1),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=-_", min_size=20, max_size=60),
+)
+
+
+@given(st.one_of(_PIECES, st.lists(_PIECES, max_size=30).map("".join)))
+@example("a\na\n")  # 1.5 tokens a byte: the bound is tight
+@example("\u3000a\x85!")
+def test_the_size_bound_holds_for_any_text(text: str) -> None:
+    """``Fitted.fits`` skips the estimate when the size alone proves a result fits: that is only sound if the
+    estimate never exceeds the bound."""
+    assert estimate_tokens(text) <= at_most(text)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=50), max_size=60), st.integers(min_value=0, max_value=800))

@@ -123,7 +123,7 @@ async def list_flags(
         attempts.append(("full", False, [counts_note]))
     for level, rule_lists, notes in attempts:
         result = build(window, level, rule_lists, notes)
-        if result.tokens <= budget:
+        if result.fits(budget):
             return result.response()
     level, rule_lists, notes = attempts[-1]
     shorter = Truncation(
@@ -136,7 +136,7 @@ async def list_flags(
         note = shorter.model_copy(update={"count": len(window) - len(items)})
         return build(items, level, rule_lists, [*notes, note])
 
-    best = largest_fitting(window, shortened, lambda r: r.tokens <= budget)
+    best = largest_fitting(window, shortened, lambda r: r.fits(budget))
     if best is None or best[1] == 0:
         # Not even one flag fits at this level: give its key and the call that shows it, and move past it.
         too_big = Truncation(
@@ -195,11 +195,11 @@ def fit_flag_detail(full: FlagDetail, budget: int) -> Fitted[FlagDetail]:
         return Fitted(view, render.flag_detail(view))
 
     result = fitted(full)
-    if result.tokens <= budget:
+    if result.fits(budget):
         return result
     clipped, notes = _clip_texts(full)
     result = fitted(clipped.model_copy(update={"truncated": notes}))
-    if result.tokens <= budget:
+    if result.fits(budget):
         return result
     by_env = f"get_flag(flag_key={full.key!r}, environment=...)" if len(full.environments) > 1 else None
     rules_note = Truncation(
@@ -223,7 +223,7 @@ def fit_flag_detail(full: FlagDetail, budget: int) -> Fitted[FlagDetail]:
         )
 
     most = max((len(e.rules) for e in clipped.environments), default=0)
-    best = largest_fitting(range(most), first_rules, lambda r: r.tokens <= budget)
+    best = largest_fitting(range(most), first_rules, lambda r: r.fits(budget))
     if best is not None:
         return best[0]
     counts_only = clipped.model_copy(
@@ -238,12 +238,12 @@ def fit_flag_detail(full: FlagDetail, budget: int) -> Fitted[FlagDetail]:
         }
     )
     result = fitted(counts_only)
-    if result.tokens <= budget:
+    if result.fits(budget):
         return result
     no_variables = Truncation(omitted="variables", count=len(counts_only.variables), get_it="the Optimizely app")
     bare = counts_only.model_copy(update={"variables": [], "truncated": [*counts_only.truncated, no_variables]})
     result = fitted(bare)
-    if result.tokens <= budget:
+    if result.fits(budget):
         return result
     # Last resort, for names and descriptions of pathological size: cut them short too.
     name, _ = clip(bare.name, 60)

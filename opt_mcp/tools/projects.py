@@ -65,7 +65,7 @@ def _more(what: str, count: int) -> Truncation:
 def _fit(items: Sequence[T], build: Callable[[Sequence[T]], Fitted[V]], budget: int) -> CallToolResult:
     """All items if they fit, else the longest prefix that does (with a note of how many were left out)."""
     whole = build(items)
-    if whole.tokens <= budget:
+    if whole.fits(budget):
         return whole.response()
-    best = largest_fitting(items, build, lambda r: r.tokens <= budget)
+    best = largest_fitting(items, build, lambda r: r.fits(budget))
     return (best[0] if best else build(items[:0])).response()

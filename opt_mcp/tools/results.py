@@ -219,7 +219,7 @@ def _fit(summary: ResultsSummary, budget: int, *, in_full: bool) -> Fitted[Resul
         return Fitted(view, render.results(view))
 
     def fits(result: Fitted[ResultsSummary]) -> bool:
-        return result.tokens <= budget
+        return result.fits(budget)
 
     best = build(full, len(metrics))
     if fits(best):
