@@ -36,6 +36,8 @@ class Settings:
     confirm: ConfirmMode = "elicit"
     secret: bytes = field(default_factory=new_secret, repr=False)
     audit_log: str | None = None
+    # An SQLite file of used confirmation tokens, shared by the worker processes of one host (OPT_MCP_LEDGER_FILE).
+    ledger_file: str | None = None
     token_ttl: float = TOKEN_TTL_SECONDS
     results_cache_seconds: float = 60.0
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -117,6 +119,7 @@ class Settings:
             confirm=confirm,  # type: ignore[arg-type]
             secret=raw_secret.encode() if raw_secret else new_secret(),
             audit_log=environ.get("OPT_MCP_AUDIT_LOG", "").strip() or None,
+            ledger_file=environ.get("OPT_MCP_LEDGER_FILE", "").strip() or None,
             token_ttl=float(raw_ttl) if raw_ttl else TOKEN_TTL_SECONDS,
             results_cache_seconds=float(raw_cache) if raw_cache else 60.0,
             sandbox=sandbox_config,

@@ -13,18 +13,20 @@ is returned. Every write and every refused write leaves an audit record; the aud
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
@@ -73,8 +75,16 @@ class Stale(Refused):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-class Ledger:
-    """Tokens already used, until they expire. One process; issue #11 puts it in Redis for replicas."""
+class Ledger(Protocol):
+    """Where used confirmation tokens are remembered until they expire."""
+
+    def use(self, token_id: str, expires_at: float) -> bool:
+        """Mark a token used; False if it already was."""
+        ...
+
+
+class MemoryLedger:
+    """Tokens already used, in this process."""
 
     def __init__(self) -> None:
         self._used: dict[str, float] = {}
@@ -90,6 +100,25 @@ class Ledger:
                 return False
             self._used[token_id] = expires_at
             return True
+
+
+class FileLedger:
+    """The used tokens in an SQLite file, so that the worker processes of one host share them: a token redeemed on
+    one worker is used on all of them. (Replicas on several hosts need a shared store of their own.)"""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        with contextlib.closing(self._connect()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS used (id TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
+
+    def use(self, token_id: str, expires_at: float) -> bool:
+        with contextlib.closing(self._connect()) as db:
+            db.execute("DELETE FROM used WHERE expires_at < ?", (time.time(),))
+            inserted = db.execute("INSERT OR IGNORE INTO used VALUES (?, ?)", (token_id, expires_at)).rowcount
+        return inserted == 1
 
 
 def canonical(arguments: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.guard import Ledger, Refused, Stale, TokenSigner
+from opt_mcp.guard import FileLedger, MemoryLedger, Refused, Stale, TokenSigner
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY
@@ -211,7 +212,7 @@ async def test_a_change_between_preview_and_confirm_returns_a_fresh_preview(sand
 
 
 def test_signer_units() -> None:
-    ledger = Ledger()
+    ledger = MemoryLedger()
     signer = TokenSigner(b"k" * 32, ledger)
     token, _ = signer.issue("t", {"a": 1}, {"f": 1})
     with pytest.raises(Stale):
@@ -222,6 +223,15 @@ def test_signer_units() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         TokenSigner(b"short", ledger)
     assert "k" * 32 not in repr(signer)
+
+
+def test_a_file_ledger_is_shared_by_every_process_that_opens_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "ledger.sqlite")
+    first, second = FileLedger(path), FileLedger(path)  # as two worker processes open it
+    assert first.use("token-a", time.time() + 60)
+    assert not second.use("token-a", time.time() + 60)  # used on one worker: used on all
+    assert second.use("token-b", time.time() + 60)
+    assert first.use("expired", time.time() - 1) and second.use("expired", time.time() + 60)  # expired ones go
 
 
 # ------------------------------------------------------------------------------------------------------------------
