@@ -49,7 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         hosted = HostedSettings.from_env(
             host=args.host, port=args.port, stateless=True if args.stateless else None, no_auth=args.no_auth or None
         )
-        serve(settings, hosted)
+        flags = {"read_only": True if args.read_only else None, "sandbox": True if args.sandbox else None}
+        serve(settings, hosted, workers=args.workers, flags=flags)
         return 0
     if settings.uses_sandbox:
         why = "OPT_MCP_SANDBOX is set" if settings.force_sandbox else "no OPTIMIZELY_API_TOKEN is set"
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_count, default=None, help="hosted: port (default 8000)")
     serve.add_argument("--stateless", action="store_true", help="hosted: no server-side sessions (for replicas)")
     serve.add_argument("--no-auth", action="store_true", help="hosted: no authentication (trying it locally only)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="hosted, with --stateless: worker processes (one per core)"
+    )
     serve.add_argument("--read-only", action="store_true", help="hide every tool that writes (OPT_MCP_READ_ONLY)")
     serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox even if a token is set")
     serve.set_defaults(run=_serve)
@@ -147,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=_count, help="seed of the generated data (OPT_MCP_SANDBOX_SEED)")
     sandbox.set_defaults(run=_sandbox)
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, not {text!r}")
+    return int(text)
 
 
 def _count(text: str) -> int:

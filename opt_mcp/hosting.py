@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import json
 import logging
 import os
+import secrets
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,8 +309,10 @@ def build_app(
     rate_limits: RateLimits | None = None,
     retry: RetryPolicy | None = None,
     verifier: TokenVerifier | None = None,
+    sandbox_url: str | None = None,
 ) -> Starlette:
-    """The hosted server as an ASGI app. Tests pass their own sandbox, pacing and (for OAuth) verifier."""
+    """The hosted server as an ASGI app. Tests pass their own sandbox, pacing and (for OAuth) verifier; the worker
+    processes of one server pass the URL of the sandbox they share."""
     verifier = verifier or verifier_for(hosted)
     try:
         mapped = (
@@ -313,7 +322,9 @@ def build_app(
         )
     except AuthConfigError as exc:
         raise ConfigError(str(exc)) from None
-    server = build_server(settings, sandbox=sandbox, rate_limits=rate_limits, retry=retry, people=mapped)
+    server = build_server(
+        settings, sandbox=sandbox, rate_limits=rate_limits, retry=retry, people=mapped, sandbox_url=sandbox_url
+    )
     people = server.people
     assert people is not None
     security = security_for(hosted)
@@ -369,6 +380,9 @@ def build_app(
                 await people.sweep(IDLE_RUNTIME_SECONDS)
 
         async with http_app.router.lifespan_context(http_app):
+            # What is alive once started (modules, the sandbox's data) stays alive: out of the collector's sight,
+            # every collection under load is cheaper (bench/load: about 6 % more calls a second).
+            gc.freeze()
             sweeper = asyncio.create_task(sweep())
             try:
                 yield
@@ -392,15 +406,38 @@ def build_app(
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
-def serve(settings: Settings, hosted: HostedSettings) -> None:
-    """Run the hosted server until interrupted."""
+# How a hosted server's worker processes learn what the command line said (they are started by uvicorn).
+_WORKER_FLAGS = "_OPT_MCP_WORKER_FLAGS"
+_WORKER_SANDBOX = "_OPT_MCP_WORKER_SANDBOX_URL"
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process of ``opt-mcp serve --transport http --workers N``."""
+    # Logging as the command sets it up in its own process: to stderr, without a line per Optimizely request.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="opt-mcp %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    flags = json.loads(os.environ[_WORKER_FLAGS])
+    return build_app(
+        Settings.from_env(**flags["settings"]),
+        HostedSettings.from_env(**flags["hosted"]),
+        sandbox_url=os.environ.get(_WORKER_SANDBOX),
+    )
+
+
+def serve(
+    settings: Settings, hosted: HostedSettings, *, workers: int = 1, flags: Mapping[str, bool | None] | None = None
+) -> None:
+    """Run the hosted server until interrupted: in this process, or in ``workers`` processes (``flags`` are the
+    command line's settings flags, for them to read the same settings)."""
     import uvicorn  # imported here: stdio never needs it
 
-    app = build_app(settings, hosted)
+    if workers > 1 and not hosted.stateless:
+        raise ConfigError("--workers needs --stateless: a session lives in one process, its next request may not")
     how = "no authentication" if hosted.no_auth else ("OAuth" if hosted.oauth_issuer else "operator tokens")
     print(
         f"opt-mcp: serving http://{hosted.host}:{hosted.port}/mcp (Streamable HTTP) and /sse (SSE), {how}"
-        f"{', stateless' if hosted.stateless else ''}{'; embedded sandbox' if settings.uses_sandbox else ''}.",
+        f"{', stateless' if hosted.stateless else ''}{f', {workers} workers' if workers > 1 else ''}"
+        f"{'; embedded sandbox' if settings.uses_sandbox else ''}.",
         file=sys.stderr,
     )
     if hosted.no_auth and not hosted.loopback:
@@ -415,15 +452,62 @@ def serve(settings: Settings, hosted: HostedSettings) -> None:
             "use to reach this server.",
             file=sys.stderr,
         )
-    config = uvicorn.Config(
-        app,
-        host=hosted.host,
-        port=hosted.port,
-        log_level="warning",
-        access_log=False,  # SSE message URLs carry session ids
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-        log_config=None,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": hosted.host,
+        "port": hosted.port,
+        "log_level": "warning",
+        "access_log": False,  # SSE message URLs carry session ids
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+        "log_config": None,
+    }
+    if workers <= 1:
+        uvicorn.Server(uvicorn.Config(build_app(settings, hosted), **options)).run()
+        return
+    with contextlib.ExitStack() as stack:
+        _share_between_workers(settings, hosted, flags or {}, stack)
+        uvicorn.run("opt_mcp.hosting:worker_app", factory=True, workers=workers, **options)
+
+
+def _share_between_workers(
+    settings: Settings, hosted: HostedSettings, flags: Mapping[str, bool | None], stack: contextlib.ExitStack
+) -> None:
+    """What the workers must share, through their environment: the signing secret (a token issued by one verifies
+    on another), the used-token ledger (a file), one sandbox (its own process), and the command line's flags."""
+    environ = os.environ
+    if not environ.get("OPT_MCP_SECRET"):
+        environ["OPT_MCP_SECRET"] = secrets.token_hex(32)
+    if not settings.ledger_file:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="opt-mcp-"))
+        environ["OPT_MCP_LEDGER_FILE"] = os.path.join(folder, "used-confirmation-tokens.sqlite")
+    if settings.uses_sandbox:
+        port = _free_port()
+        sandbox = stack.enter_context(
+            subprocess.Popen(  # noqa: S603 - this interpreter, this package, fixed arguments
+                [sys.executable, "-m", "opt_mcp", "sandbox", "--port", str(port)], stderr=subprocess.DEVNULL
+            )
+        )
+        stack.callback(sandbox.terminate)
+        _wait_for_port(port)
+        environ[_WORKER_SANDBOX] = f"http://127.0.0.1:{port}"
+    hosted_flags = {"host": hosted.host, "port": hosted.port, "stateless": True, "no_auth": hosted.no_auth or None}
+    environ[_WORKER_FLAGS] = json.dumps({"hosted": hosted_flags, "settings": dict(flags)})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the shared sandbox did not start on port {port}") from None
+            time.sleep(0.05)

@@ -16,7 +16,7 @@ from opt_mcp import __version__
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
-from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner
+from opt_mcp.guard import Audit, FileLedger, Guard, MemoryLedger, TokenSigner
 from opt_mcp.people import People
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
@@ -101,30 +101,37 @@ def build_server(
     rate_limits: RateLimits | None = None,
     retry: RetryPolicy | None = None,
     people: Mapping[str, str] | None = None,
+    sandbox_url: str | None = None,
 ) -> OptMCPServer:
     """The server for these settings. Tests pass their own sandbox and pacing.
 
     ``people`` switches to hosted mode: each person's calls get a Runtime of their own, with the Optimizely token
     their request carries, else the one the operator mapped to their name (``people``), else the shared one.
     """
-    if settings.uses_sandbox and sandbox is None:
-        sandbox = Sandbox(settings.sandbox)
     if not settings.uses_sandbox:
-        sandbox = None  # a test's sandbox is only used when the settings ask for it
-    if people is None and sandbox is None and not settings.token:
+        sandbox = sandbox_url = None  # a test's sandbox is only used when the settings ask for it
+    elif sandbox is None and sandbox_url is None:
+        sandbox = Sandbox(settings.sandbox)
+    sandboxed = sandbox is not None or sandbox_url is not None
+    if people is None and not sandboxed and not settings.token:
         raise ConfigError("OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN: on stdio there is no one else's token")
-    # One ledger per server: a token used in one session is used for every session.
-    ledger, audit = Ledger(), Audit(settings.audit_log)
+    # One ledger per server (a token used in one session is used for every session), or one file for all workers.
+    ledger = FileLedger(settings.ledger_file) if settings.ledger_file else MemoryLedger()
+    audit = Audit(settings.audit_log)
+    # The sandbox is paced to the limits it enforces, as the real API is to Optimizely's.
+    sandbox_pace = rate_limits if rate_limits is not None else settings.sandbox.rate_limits
 
     def client_for(token: str) -> OptimizelyClient:
-        if sandbox is not None:  # paced to the limits the sandbox enforces, as for the API it stands in for
+        if sandbox is not None:
             paced = rate_limits if rate_limits is not None else sandbox.config.rate_limits
             return sandbox.client(token, rate_limits=paced, retry=retry)
+        if sandbox_url is not None:  # the sandbox the worker processes of a hosted server share
+            return OptimizelyClient(token, base_url=sandbox_url, rate_limits=sandbox_pace, retry=retry)
         return OptimizelyClient(token, base_url=settings.base_url, rate_limits=rate_limits, retry=retry)
 
     everyone: People | None = None
     if people is not None:
-        shared = SANDBOX_TOKEN if sandbox is not None else settings.token
+        shared = SANDBOX_TOKEN if sandboxed else settings.token
         everyone = People(settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger)
 
     @asynccontextmanager
@@ -134,7 +141,7 @@ def build_server(
             return
         signer = TokenSigner(settings.secret, ledger, ttl=settings.token_ttl)
         guard = Guard(signer, audit, settings.confirm)
-        async with client_for(SANDBOX_TOKEN if sandbox is not None else settings.token or "") as client:
+        async with client_for(SANDBOX_TOKEN if sandboxed else settings.token or "") as client:
             yield Runtime(settings=settings, client=client, guard=guard)
 
     server = OptMCPServer(

@@ -487,3 +487,39 @@ def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path
         process.terminate()
         process.wait(timeout=30)
     assert "without authentication" in lines[1] and "WARNING" in lines[1]
+
+
+async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
+    """`--workers 2`: each call below opens a new connection, so the kernel spreads them over both workers. A token
+    issued by either verifies on either (one secret), and every worker sees every write (one shared sandbox)."""
+    port = free_port()
+    env = {**_sandbox_env(), "OPT_MCP_CONFIRM": "token", "OPT_MCP_SANDBOX_UNLIMITED": "true"}
+    command = [_command("opt-mcp"), "serve", "--transport", "http", "--stateless", "--workers", "2", "--no-auth"]
+    with subprocess.Popen([*command, "--port", port], env=env, stderr=subprocess.DEVNULL) as process:  # noqa: ASYNC220
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient() as probe:
+                for _ in range(300):
+                    try:
+                        if (await probe.get(f"{url}/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+
+            async def call(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                async with connect(url, "http") as c:
+                    return data(await c.call_tool(tool, arguments))
+
+            for round_ in range(4):
+                arguments = {"flag_key": "homepage_hero", "environment": "development", "enabled": round_ % 2 == 0}
+                preview = await call("set_flag_enabled", arguments)
+                done = await call(
+                    "set_flag_enabled", {**arguments, "confirmation_token": preview["confirmation_token"]}
+                )
+                assert done["status"] == "written"
+                seen = [await call("get_flag", {"flag_key": "homepage_hero"}) for _ in range(4)]
+                states = [e["enabled"] for f in seen for e in f["environments"] if e["key"] == "development"]
+                assert states == [arguments["enabled"]] * len(seen)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
