@@ -6,7 +6,6 @@ from its ruleset, so the Flags and Rulesets endpoints can never disagree.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,7 +138,8 @@ class Store:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Rendering: what the API returns
+# Rendering: what the API returns. A rendering shares nested values with the store (no copies: this is the
+# sandbox's hot path); every caller serialises it at once and never changes it.
 # ------------------------------------------------------------------------------------------------------------------
 
 _RULE_INTERNAL = ("days_running", "audience_ids", "created_by_user_email")
@@ -162,13 +162,13 @@ def flag_json(project: ProjectRecord, flag: FlagRecord) -> dict[str, Any]:
         out["update_url"] = base
         out["delete_url"] = f"{base}/{f['key']}"
         out["archive_url"] = f"{base}/archived"
-    out["variable_definitions"] = copy.deepcopy(f.get("variable_definitions", {}))
+    out["variable_definitions"] = f.get("variable_definitions", {})
     out["environments"] = {
         env.key: environment_json(project, flag, env) for env in project.environments if env.key in flag.rulesets
     }
     for name in ("custom_fields", "owner_user_id", "team_ids"):
         if name in f:
-            out[name] = copy.deepcopy(f[name])
+            out[name] = f[name]
     out.update(
         {
             "id": f["id"],
@@ -256,8 +256,7 @@ def ruleset_json(project: ProjectRecord, flag: FlagRecord, env: EnvironmentRecor
         "status": ruleset.status,
         "rule_priorities": list(ruleset.rule_priorities),
         "rules": {
-            key: {k: copy.deepcopy(v) for k, v in rule.items() if k not in _RULE_INTERNAL}
-            for key, rule in ruleset.rules.items()
+            key: {k: v for k, v in rule.items() if k not in _RULE_INTERNAL} for key, rule in ruleset.rules.items()
         },
         "default_variation_key": ruleset.default_variation_key,
         "default_variation_name": ruleset.default_variation_name,
