@@ -176,6 +176,8 @@ class InFlight:
 
     async def enter(self, person: str) -> bool:
         async with self._changed:
+            # Always through wait_for, even with room: it yields to the event loop once, so requests already
+            # admitted move on before a burst of new arrivals. Without it bench/load's p99 went from 250 to 400 ms.
             try:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self._counts.get(person, 0) < self._limit), self._wait
