@@ -118,16 +118,16 @@ def build_server(
     # One ledger per server (a token used in one session is used for every session), or one file for all workers.
     ledger = FileLedger(settings.ledger_file) if settings.ledger_file else MemoryLedger()
     audit = Audit(settings.audit_log)
-    # The sandbox is paced to the limits it enforces, as the real API is to Optimizely's.
-    sandbox_pace = rate_limits if rate_limits is not None else settings.sandbox.rate_limits
+    # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
+    if rate_limits is None and sandboxed:
+        rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
     def client_for(token: str) -> OptimizelyClient:
         if sandbox is not None:
-            paced = rate_limits if rate_limits is not None else sandbox.config.rate_limits
-            return sandbox.client(token, rate_limits=paced, retry=retry)
-        if sandbox_url is not None:  # the sandbox the worker processes of a hosted server share
-            return OptimizelyClient(token, base_url=sandbox_url, rate_limits=sandbox_pace, retry=retry)
-        return OptimizelyClient(token, base_url=settings.base_url, rate_limits=rate_limits, retry=retry)
+            return sandbox.client(token, rate_limits=rate_limits, retry=retry)
+        # sandbox_url: the sandbox process the workers of a hosted server share
+        base_url = sandbox_url if sandbox_url is not None else settings.base_url
+        return OptimizelyClient(token, base_url=base_url, rate_limits=rate_limits, retry=retry)
 
     everyone: People | None = None
     if people is not None:
