@@ -430,6 +430,33 @@ def test_hosted_mode_requires_authentication() -> None:
     )
 
 
+def test_hosted_settings_from_the_environment() -> None:
+    hosted = HostedSettings.from_env(
+        {
+            "OPT_MCP_AUTH_TOKENS_FILE": "/etc/opt-mcp/tokens",
+            "OPT_MCP_ALLOWED_HOSTS": "mcp.team.example, mcp.team.example:443",
+            "OPT_MCP_MAX_IN_FLIGHT": "4",
+            "OPT_MCP_STATELESS": "true",
+        },
+        port=9000,
+    )
+    assert hosted.allowed_hosts == ("mcp.team.example", "mcp.team.example:443")
+    assert (hosted.max_in_flight, hosted.stateless, hosted.port) == (4, True, 9000)
+    with pytest.raises(ConfigError, match="OPT_MCP_MAX_IN_FLIGHT must be a whole number from 1 to 1000, not '0'"):
+        HostedSettings.from_env({"OPT_MCP_AUTH_TOKENS_FILE": "x", "OPT_MCP_MAX_IN_FLIGHT": "0"})
+    with pytest.raises(ConfigError, match="OPT_MCP_PUBLIC_URL must be an http"):
+        HostedSettings.from_env(
+            {
+                "OPT_MCP_OAUTH_ISSUER": "https://a.example",
+                "OPT_MCP_OAUTH_INTROSPECTION_URL": "https://a.example/i",
+                "OPT_MCP_PUBLIC_URL": "mcp.example",
+            }
+        )
+    settings = Settings.from_env({"OPT_MCP_SANDBOX": "false", "OPT_MCP_LEDGER_FILE": "/tmp/ledger.sqlite"})
+    assert settings.real_api and not settings.uses_sandbox and settings.ledger_file == "/tmp/ledger.sqlite"
+    assert Settings.from_env({}).uses_sandbox  # unset is not a refusal
+
+
 def test_token_files_name_the_line_never_the_token(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     cases = {
