@@ -279,3 +279,12 @@ async def test_a_personal_token_sees_only_its_granted_projects() -> None:
     assert seed_flags.status_code == 404 and "do not have access" in seed_flags.text
     assert results.status_code == 404
     assert mobile_flags.status_code == 200
+
+
+def test_the_request_log_keeps_the_most_recent_only() -> None:
+    from opt_mcp.sandbox.faults import RequestLog, RequestRecord
+
+    log = RequestLog(keep=3)
+    for i in range(5):
+        log.add(RequestRecord(method="GET", path=f"/{i}", query="", body=b"", status=200, authorized=True, at=0.0))
+    assert [r.path for r in log.records()] == ["/2", "/3", "/4"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,8 +92,10 @@ class RequestRecord:
 
 
 class RequestLog:
-    def __init__(self) -> None:
-        self._records: list[RequestRecord] = []
+    """The most recent requests (a sandbox serving for days must not grow without end)."""
+
+    def __init__(self, keep: int = 20_000) -> None:
+        self._records: deque[RequestRecord] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
     def add(self, record: RequestRecord) -> None:
