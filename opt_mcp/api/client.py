@@ -160,6 +160,7 @@ class OptimizelyClient:
         base = base_url.rstrip("/")
         self.flags_base_url = (flags_base_url or f"{base}/flags/v1").rstrip("/")
         self.v2_base_url = (v2_base_url or f"{base}/v2").rstrip("/")
+        self._v2_prefix = urlsplit(self.v2_base_url).path
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         limits = rate_limits or RateLimits()
@@ -401,7 +402,7 @@ class OptimizelyClient:
                 "fetch the resource to see its current state before changing it again",
                 status=response.status_code,
                 method=response.request.method,
-                path=_display_path(response.request.url),
+                path=response.request.url.path,
             ) from None
 
     async def _send(
@@ -423,7 +424,7 @@ class OptimizelyClient:
         retried like a 5xx. Returns ``parse(response)`` .
         """
         url = path if path.startswith("http") else self._url(api, path)
-        shown = _display_path(httpx.URL(url))
+        shown = urlsplit(url).path  # shown in errors and logs: never the query string
         safe = method == "GET"
         pacers = self._pacers_for(api, url)
         waited = 0.0
@@ -496,8 +497,7 @@ class OptimizelyClient:
     def _pacers_for(self, api: str, url: str) -> list[Pacer]:
         if api == "flags":
             return [self._pacers["flags"]]
-        path = httpx.URL(url).path
-        v2_path = "/v2" + path.removeprefix(httpx.URL(self.v2_base_url).path)
+        v2_path = "/v2" + urlsplit(url).path.removeprefix(self._v2_prefix)
         if _RESULTS_PATH.match(v2_path):
             return [self._pacers["v2"], self._pacers["results"]]
         return [self._pacers["v2"]]
@@ -573,11 +573,6 @@ def _checked_link(project_id: int, link: str, collection: str) -> str:
     if parts.scheme or parts.netloc or ".." in parts.path or not parts.path.startswith(prefix):
         raise ValueError(f"Not a link to {prefix}: {link[:100]!r}")
     return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def _display_path(url: httpx.URL) -> str:
-    # The path without the query string: shown in errors and logs.
-    return url.path
 
 
 def _short(exc: Exception) -> str:
