@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
@@ -12,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -29,7 +31,7 @@ from opt_mcp.hosting import HostedSettings, InFlight, build_app
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from tests.conftest import FAST_RETRY
-from tests.test_server import _command, _sandbox_env
+from tests.test_server import INSPECTOR, _command, _sandbox_env
 
 pytestmark = pytest.mark.anyio
 
@@ -550,3 +552,23 @@ async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+async def test_the_mcp_inspector_connects_over_http_and_sse_with_a_bearer_token(team: str) -> None:
+    npx = shutil.which("npx")
+    if npx is None:
+        pytest.skip("Node's npx is not installed: the MCP Inspector check needs it")
+    auth = ["--header", f"Authorization: Bearer {ALICE}"]
+    listed = await anyio.run_process(
+        [npx, "-y", INSPECTOR, "--cli", f"{team}/sse", "--method", "tools/list", *auth], check=False
+    )
+    call = ["--method", "tools/call", "--tool-name", "list_flags", "--tool-arg", "limit=2"]
+    called = await anyio.run_process([npx, "-y", INSPECTOR, "--cli", f"{team}/mcp", *call, *auth], check=False)
+    refused = await anyio.run_process(
+        [npx, "-y", INSPECTOR, "--cli", f"{team}/mcp", "--method", "tools/list"], check=False
+    )
+    assert listed.returncode == 0, listed.stderr.decode()[-2000:]
+    assert "list_flags" in {t["name"] for t in json.loads(listed.stdout)["tools"]}
+    assert called.returncode == 0, called.stderr.decode()[-2000:]
+    assert json.loads(called.stdout)["structuredContent"]["returned"] == 2
+    assert refused.returncode != 0  # without the token the Inspector gets a 401
