@@ -50,8 +50,6 @@ from opt_mcp.people import ANONYMOUS, person_in
 from opt_mcp.sandbox import Sandbox
 from opt_mcp.server import build_server
 
-log = logging.getLogger(__name__)
-
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 IDLE_RUNTIME_SECONDS = 900.0
 SWEEP_EVERY_SECONDS = 60.0

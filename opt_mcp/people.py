@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -26,8 +24,6 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner, person_secret
 from opt_mcp.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 OPTIMIZELY_TOKEN_HEADER = "x-optimizely-token"  # noqa: S105 - a header name
 ANONYMOUS = "anonymous"  # the one person of a server started with --no-auth
@@ -45,10 +41,7 @@ def person_in(scope: Mapping[str, Any]) -> str | None:
 def caller(ctx: Context[Any, Any]) -> tuple[str, str | None]:
     """The authenticated person making this request, and the Optimizely token their client sent, if any."""
     request = ctx.request_context.request
-    person = person_in(getattr(request, "scope", None) or {})
-    if person is None:
-        access = get_access_token()
-        person = (access.subject or access.client_id) if access is not None else ANONYMOUS
+    person = person_in(getattr(request, "scope", None) or {}) or ANONYMOUS
     headers = getattr(request, "headers", None)
     sent = headers.get(OPTIMIZELY_TOKEN_HEADER) if headers is not None else None
     return person, sent.strip() if sent and sent.strip() else None
