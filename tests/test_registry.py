@@ -1,0 +1,82 @@
+"""server.json, the MCP registry manifest: valid against the registry's schema and true to the package."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from opt_mcp import __version__
+from opt_mcp.budget import DEFAULT_MAX_TOKENS
+from opt_mcp.config import Settings
+from opt_mcp.guard import TOKEN_TTL_SECONDS
+
+ROOT = Path(__file__).parent.parent
+MANIFEST: dict[str, Any] = json.loads((ROOT / "server.json").read_text())
+SCHEMA = json.loads((Path(__file__).parent / "data" / "specs" / "mcp-registry-server.schema.json").read_text())
+# The modules whose settings a desktop (stdio) user can set; hosted-only settings are the operator's, not the package's.
+STDIO_SETTINGS = ["config.py", "sandbox/__init__.py", "logs.py"]
+
+
+def package() -> dict[str, Any]:
+    (pypi,) = [p for p in MANIFEST["packages"] if p["registryType"] == "pypi"]
+    return pypi
+
+
+def test_manifest_is_valid_against_the_registry_schema_it_names() -> None:
+    assert MANIFEST["$schema"] == SCHEMA["$id"]
+    jsonschema.Draft7Validator(SCHEMA).validate(MANIFEST)
+
+
+def test_the_schema_check_catches_what_the_registry_refuses() -> None:
+    validator = jsonschema.Draft7Validator(SCHEMA)
+    too_long = {**MANIFEST, "description": "x" * 101}
+    no_namespace = {**MANIFEST, "name": "opt-mcp"}
+    assert not validator.is_valid(too_long)
+    assert not validator.is_valid(no_namespace)
+
+
+def test_versions_agree_with_the_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert MANIFEST["version"] == project["version"] == __version__
+    assert package()["version"] == __version__
+    assert package()["identifier"] == project["name"]
+
+
+def test_readme_carries_the_pypi_ownership_line() -> None:
+    assert f"mcp-name: {MANIFEST['name']}" in (ROOT / "README.md").read_text()
+
+
+def test_every_setting_the_server_reads_is_declared_and_no_other() -> None:
+    source = "\n".join((ROOT / "opt_mcp" / name).read_text() for name in STDIO_SETTINGS)
+    read = set(re.findall(r'"((?:OPT_MCP|OPTIMIZELY)_[A-Z_]+)"', source))
+    declared = {variable["name"] for variable in package()["environmentVariables"]}
+    assert read == declared
+
+
+def test_secrets_are_marked_secret_and_defaults_are_the_codes() -> None:
+    variables = {v["name"]: v for v in package()["environmentVariables"]}
+    secret = {name for name, v in variables.items() if v.get("isSecret")}
+    assert secret == {"OPTIMIZELY_API_TOKEN", "OPT_MCP_SECRET"}
+    assert not any("default" in variables[name] for name in secret)
+    settings = Settings()
+    assert variables["OPT_MCP_MAX_TOKENS"]["default"] == str(DEFAULT_MAX_TOKENS)
+    assert variables["OPT_MCP_CONFIRM_TTL"]["default"] == str(int(TOKEN_TTL_SECONDS))
+    assert variables["OPT_MCP_RESULTS_CACHE_SECONDS"]["default"] == str(int(settings.results_cache_seconds))
+    assert variables["OPT_MCP_CONFIRM"]["default"] == settings.confirm
+    assert variables["OPTIMIZELY_API_BASE_URL"]["default"] == settings.base_url
+
+
+@pytest.mark.parametrize("kind", ["streamable-http", "sse"])
+def test_remotes_describe_the_hosted_endpoints_and_their_auth(kind: str) -> None:
+    (remote,) = [r for r in MANIFEST["remotes"] if r["type"] == kind]
+    assert remote["url"].endswith("/mcp" if kind == "streamable-http" else "/sse")
+    headers = {h["name"]: h for h in remote["headers"]}
+    assert headers["Authorization"]["isRequired"] and headers["Authorization"]["isSecret"]
+    assert headers["X-Optimizely-Token"]["isSecret"]
+    assert set(re.findall(r"{(\w+)}", remote["url"])) == set(remote["variables"])
