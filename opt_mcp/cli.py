@@ -42,7 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
     from opt_mcp.server import build_server
 
     settings = _settings(args)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="opt-mcp %(levelname)s %(name)s: %(message)s")
     if args.transport != "stdio":
         from opt_mcp.hosting import HostedSettings, serve
 
@@ -54,10 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     if settings.uses_sandbox:
         why = "OPT_MCP_SANDBOX is set" if settings.force_sandbox else "no OPTIMIZELY_API_TOKEN is set"
-        print(
-            f"opt-mcp: serving the embedded sandbox ({why}); default project {settings.default_project_id}. "
-            "Set OPTIMIZELY_API_TOKEN to use your Optimizely account.",
-            file=sys.stderr,
+        logging.getLogger("opt_mcp").info(
+            "serving the embedded sandbox (%s); default project %s. Set OPTIMIZELY_API_TOKEN to use your Optimizely "
+            "account.",
+            why,
+            settings.default_project_id,
         )
     build_server(settings).run()
     return 0
@@ -166,9 +166,11 @@ def _count(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on a terminal
+    args = _parser().parse_args(argv)  # --version and --help end here, before anything heavy is imported
+    from opt_mcp import logs
+
     try:
+        logs.configure()
         code: int = args.run(args)
     except ValueError as exc:  # a bad setting: one clear line, no traceback
         print(f"opt-mcp: {exc}", file=sys.stderr)

@@ -20,13 +20,12 @@ import json
 import logging
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
 from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
@@ -35,6 +34,7 @@ from pydantic import BaseModel, Field
 ConfirmMode = Literal["elicit", "token", "production-only"]
 TOKEN_TTL_SECONDS = 600.0
 log = logging.getLogger("opt_mcp.guard")
+audit_log = logging.getLogger("opt_mcp.audit")
 
 
 class Confirm(BaseModel):
@@ -190,24 +190,22 @@ def person_secret(secret: bytes, person: str) -> bytes:
 
 
 class Audit:
-    """JSON lines, one per write or refused write, to stderr or to a file (``OPT_MCP_AUDIT_LOG``)."""
+    """JSON lines, one per write or refused write: to a file (``OPT_MCP_AUDIT_LOG``), else to the log on stderr."""
 
-    def __init__(self, path: str | None = None, stream: TextIO | None = None) -> None:
+    def __init__(self, path: str | None = None) -> None:
         self._path = path
-        self._stream = stream
         self._lock = threading.Lock()
 
     def record(self, **fields: Any) -> None:
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
         line = json.dumps(entry, ensure_ascii=False, default=str)
-        with self._lock:
-            if self._path:
-                with open(self._path, "a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
-            else:
-                stream = self._stream or sys.stderr
-                stream.write(f"opt-mcp audit {line}\n")
-                stream.flush()
+        if not self._path:
+            # In the log's own format: a JSON-lines log (OPT_MCP_LOG_FORMAT=json) gets the entry's keys as its own.
+            brief = f"audit: {fields.get('tool')} {fields.get('outcome')}"
+            audit_log.info("%s", line, extra={"fields": entry, "brief": brief})
+            return
+        with self._lock, open(self._path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------------------

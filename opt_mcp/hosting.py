@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opt_mcp import __version__
+from opt_mcp import __version__, logs
 from opt_mcp.api.client import RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.auth import AuthConfigError, IntrospectedTokens, StaticTokens, read_name_lines
@@ -49,6 +49,8 @@ from opt_mcp.config import ConfigError, Settings, parse_flag
 from opt_mcp.people import ANONYMOUS, person_in
 from opt_mcp.sandbox import Sandbox
 from opt_mcp.server import build_server
+
+log = logging.getLogger("opt_mcp")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 IDLE_RUNTIME_SECONDS = 900.0
@@ -413,9 +415,7 @@ _WORKER_SANDBOX = "_OPT_MCP_WORKER_SANDBOX_URL"
 
 def worker_app() -> Starlette:
     """The app of one worker process of ``opt-mcp serve --transport http --workers N``."""
-    # Logging as the command sets it up in its own process: to stderr, without a line per Optimizely request.
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="opt-mcp %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure()  # in its own process, as the command does in its own
     flags = json.loads(os.environ[_WORKER_FLAGS])
     return build_app(
         Settings.from_env(**flags["settings"]),
@@ -434,23 +434,25 @@ def serve(
     if workers > 1 and not hosted.stateless:
         raise ConfigError("--workers needs --stateless: a session lives in one process, its next request may not")
     how = "no authentication" if hosted.no_auth else ("OAuth" if hosted.oauth_issuer else "operator tokens")
-    print(
-        f"opt-mcp: serving http://{hosted.host}:{hosted.port}/mcp (Streamable HTTP) and /sse (SSE), {how}"
-        f"{', stateless' if hosted.stateless else ''}{f', {workers} workers' if workers > 1 else ''}"
-        f"{'; embedded sandbox' if settings.uses_sandbox else ''}.",
-        file=sys.stderr,
+    log.info(
+        "serving http://%s:%s/mcp (Streamable HTTP) and /sse (SSE), %s%s%s%s.",
+        hosted.host,
+        hosted.port,
+        how,
+        ", stateless" if hosted.stateless else "",
+        f", {workers} workers" if workers > 1 else "",
+        "; embedded sandbox" if settings.uses_sandbox else "",
     )
     if hosted.no_auth and not hosted.loopback:
-        print(
-            f"opt-mcp: WARNING: listening on {hosted.host} without authentication: anyone who can reach this port "
-            "can use the shared Optimizely token. Use OPT_MCP_AUTH_TOKENS_FILE or OAuth, or bind 127.0.0.1.",
-            file=sys.stderr,
+        log.warning(
+            "listening on %s without authentication: anyone who can reach this port can use the shared Optimizely "
+            "token. Use OPT_MCP_AUTH_TOKENS_FILE or OAuth, or bind 127.0.0.1.",
+            hosted.host,
         )
     if not hosted.loopback and not hosted.allowed_hosts:
-        print(
-            "opt-mcp: note: only loopback Host names are accepted; set OPT_MCP_ALLOWED_HOSTS to the names clients "
-            "use to reach this server.",
-            file=sys.stderr,
+        log.warning(
+            "only loopback Host names are accepted; set OPT_MCP_ALLOWED_HOSTS to the names clients use to reach "
+            "this server."
         )
     options: dict[str, Any] = {
         "host": hosted.host,

@@ -17,6 +17,7 @@ from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, MemoryLedger, TokenSigner
+from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
@@ -150,6 +151,7 @@ def build_server(
         version=__version__,
         instructions=INSTRUCTIONS + (SANDBOX_NOTE if settings.uses_sandbox else ""),
         lifespan=lifespan,
+        middleware=[ToolCallLog()],
     )
     server.people = everyone
     for spec in READ_TOOLS if settings.read_only else READ_TOOLS + WRITE_TOOLS:

@@ -33,6 +33,7 @@ from opt_mcp.api.models import (
     Ruleset,
 )
 from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
+from opt_mcp.logs import note_api_call
 
 log = logging.getLogger("opt_mcp.api")
 
@@ -435,6 +436,7 @@ class OptimizelyClient:
             started = time.monotonic()
             try:
                 self.requests_sent += 1
+                note_api_call()
                 response = await self._http.request(
                     method, url, params=params, json=json_body, content=content, headers=headers
                 )

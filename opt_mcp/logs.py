@@ -1,0 +1,138 @@
+"""Log lines on stderr, never stdout (stdio's stdout is the protocol): text for a person at a terminal, JSON lines
+for a log pipeline (``OPT_MCP_LOG_FORMAT=json``); and one line per tool call.
+
+A tool call's line holds the tool's name, outcome, duration, the Optimizely requests it made and the size of its
+result in tokens: never its arguments, which can carry a confirmation token or a user's text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opt_mcp.budget import estimate_tokens
+
+if TYPE_CHECKING:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+LOG_FORMATS = ("text", "json")
+log = logging.getLogger("opt_mcp.calls")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and a record's ``fields`` as keys of their own.
+
+    A record whose text form is its fields as JSON (an audit line) carries a ``brief`` message for this form."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": getattr(record, "brief", None) or record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_format(environ: Mapping[str, str]) -> str:
+    """The format ``OPT_MCP_LOG_FORMAT`` asks for; a wrong value is one clear line."""
+    value = environ.get("OPT_MCP_LOG_FORMAT", "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"OPT_MCP_LOG_FORMAT must be text or json, not {value!r}")
+    return value
+
+
+def configure(environ: Mapping[str, str] = os.environ) -> None:
+    """Send every log line to stderr in the configured format; quiet httpx's line per request."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format(environ) == "json":
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("opt-mcp %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: the tool call's line counts them
+    # The SDK's info lines repeat a failed call's message, which can quote the arguments: our line replaces them.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+
+
+@dataclass
+class ApiCalls:
+    """Requests sent to Optimizely (each attempt counts) while a ``count_api_calls`` block runs."""
+
+    count: int = 0
+
+
+_api_calls: ContextVar[ApiCalls | None] = ContextVar("opt_mcp_api_calls", default=None)
+
+
+@contextmanager
+def count_api_calls() -> Iterator[ApiCalls]:
+    """Count the requests sent by this task and the tasks it starts, whichever client sends them."""
+    calls = ApiCalls()
+    reset = _api_calls.set(calls)
+    try:
+        yield calls
+    finally:
+        _api_calls.reset(reset)
+
+
+def note_api_call() -> None:
+    """Called by the API client for each request it sends."""
+    if (calls := _api_calls.get()) is not None:
+        calls.count += 1
+
+
+class ToolCallLog:
+    """Server middleware: one log line per tools/call, after it ends (with its error code if it failed)."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        name = ctx.params.get("name") if ctx.params else None
+        # Still "cancelled" after the call: the client cancelled it (cancellation is not an Exception).
+        fields: dict[str, Any] = {"tool": name if isinstance(name, str) else None, "outcome": "cancelled"}
+        started = time.perf_counter()
+        with count_api_calls() as calls:
+            try:
+                result = await call_next(ctx)
+            except Exception as exc:
+                fields["outcome"] = f"protocol error {getattr(getattr(exc, 'error', None), 'code', type(exc).__name__)}"
+                raise
+            else:
+                is_error = isinstance(result, dict) and result.get("isError") is True
+                fields["outcome"] = "tool error" if is_error else "ok"
+                fields["result_tokens"] = estimate_tokens(json.dumps(result, ensure_ascii=False, default=str))
+            finally:
+                fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                fields["api_calls"] = calls.count
+                self._write(fields)
+        return result
+
+    @staticmethod
+    def _write(fields: dict[str, Any]) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        size = f", {fields['result_tokens']} tokens" if "result_tokens" in fields else ""
+        log.info(
+            "%s %s in %.1f ms, %d API call(s)%s",
+            fields["tool"],
+            fields["outcome"],
+            fields["duration_ms"],
+            fields["api_calls"],
+            size,
+            extra={"fields": fields},
+        )
