@@ -12,13 +12,14 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.types import Tool, ToolAnnotations
 
-from opt_mcp import __version__
+from opt_mcp import __version__, prompts
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, MemoryLedger, TokenSigner
 from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
+from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
 from opt_mcp.tools import flags, projects, results, writes
@@ -162,4 +163,12 @@ def build_server(
             annotations=spec.annotations,
             structured_output=True,
         )
+    server.resource(
+        FLAG_URI, name="flag", title="Feature flag", description=flag_resource.__doc__, mime_type="text/plain"
+    )(flag_resource)
+    for prompt, title in (
+        (prompts.flag_cleanup_review, "Review stale flags for cleanup"),
+        (prompts.experiment_readout, "Experiment readout for stakeholders"),
+    ):
+        server.prompt(title=title, description=inspect.cleandoc(prompt.__doc__ or ""))(prompt)
     return server

@@ -234,10 +234,17 @@ class OptimizelyClient:
         self, project_id: int, filters: FlagFilters | None = None, *, per_page: int = MAX_PER_PAGE
     ) -> AsyncIterator[Flag]:
         """Every flag that matches, fetching pages lazily by following ``next_url``."""
-        page = await self.list_flags_page(project_id, filters, per_page=per_page)
-        while True:
+        async for page in self.iter_flag_pages(project_id, filters, per_page=per_page):
             for flag in page.items:
                 yield flag
+
+    async def iter_flag_pages(
+        self, project_id: int, filters: FlagFilters | None = None, *, per_page: int = MAX_PER_PAGE
+    ) -> AsyncIterator[FlagsPage]:
+        """Every page of flags that match, each fetched when the previous one is done with."""
+        page = await self.list_flags_page(project_id, filters, per_page=per_page)
+        while True:
+            yield page
             if page.next_link is None:
                 return
             page = await self.follow_flags_link(project_id, page.next_link)

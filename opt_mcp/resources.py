@@ -1,0 +1,37 @@
+"""MCP resources: each flag at ``optimizely://projects/{project_id}/flags/{flag_key}``, for clients that let a user
+attach a flag to a conversation. The content is get_flag's compact view, fitted to the same budget."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+from opt_mcp import render
+from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.runtime import runtime
+from opt_mcp.tools.flags import FLAG_KEY_PATTERN, fit_flag_detail
+from opt_mcp.views import FlagDetail
+
+FLAG_URI = "optimizely://projects/{project_id}/flags/{flag_key}"
+_FLAG_KEY = re.compile(FLAG_KEY_PATTERN)
+
+
+async def flag_resource(project_id: str, flag_key: str, ctx: Context[Any, Any]) -> str:
+    """A feature flag: its variables, and per environment on/off, status and rules (as get_flag shows it)."""
+    if not project_id.isdigit() or int(project_id) == 0:
+        raise ResourceNotFoundError(f"project_id must be a project's numeric id, not {project_id!r}")
+    if not _FLAG_KEY.match(flag_key):
+        raise ResourceNotFoundError("flag_key may hold only letters, digits, '-' and '_' (at most 64)")
+    rt = runtime(ctx)
+    pid = int(project_id)
+    try:
+        flag = await rt.client.get_flag(pid, flag_key)
+    except OptimizelyError as exc:
+        if exc.status == 404:
+            raise ResourceNotFoundError(f"no flag {flag_key!r} in project {pid}") from None
+        raise ResourceError(f"Optimizely refused or failed the request. {exc}") from None
+    fitted = fit_flag_detail(FlagDetail.of(pid, flag, None), rt.settings.max_tokens)
+    return render.flag_detail(fitted.view)
