@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+import anyio
 from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
@@ -246,13 +247,15 @@ class Guard:
         token: str | None,
         *,
         fresh_preview: Callable[[], Awaitable[Preview]],
-        write: Callable[[], Awaitable[tuple[Any, dict[str, int | None]]]],
+        write: Callable[[dict[str, int | None]], Awaitable[Any]],
         show: Callable[[Preview, str, str | None, float | None], Any],
     ) -> Any:
         """Confirm, re-check the revisions, then write; or return why nothing was written.
 
         ``outcome`` is the resolver's result (the user's answer, or a Decision). ``show`` renders a result that
-        writes nothing: (preview, status, token, expires_at). ``write`` returns its result and the revisions after.
+        writes nothing: (preview, status, token, expires_at). ``write`` returns its result, and records each revision
+        after a write in the dict it is given as soon as Optimizely answers: a write that fails or is cancelled
+        part-way is audited with what it did write.
         """
         audit = {"tool": preview.tool, "arguments": preview.arguments, "revision_before": preview.revisions}
         if self.person is not None:
@@ -284,12 +287,21 @@ class Guard:
                 issued, expires = self.signer.issue(current.tool, current.arguments, current.revisions)
                 return show(current, "changed", issued, expires)
             return show(current, "changed", None, None)
+        written: dict[str, int | None] = {}
         try:
-            result, after = await write()
+            result = await write(written)
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled: the writers see each request they sent through, so this is what was written.
+            self.audit.record(**audit, outcome="cancelled", revision_after=written)
+            raise
         except Exception as exc:
             self.audit.record(
-                **audit, outcome="failed", status=getattr(exc, "status", None), uuid=getattr(exc, "uuid", None)
+                **audit,
+                outcome="failed",
+                status=getattr(exc, "status", None),
+                uuid=getattr(exc, "uuid", None),
+                revision_after=written,
             )
             raise
-        self.audit.record(**audit, outcome="written", revision_after=after)
+        self.audit.record(**audit, outcome="written", revision_after=written)
         return result

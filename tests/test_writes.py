@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -493,3 +494,62 @@ async def test_an_answer_that_differs_from_the_request_is_reported_with_the_afte
     assert done["status"] == "written"
     warning = " ".join(done["warnings"])
     assert "/description is '', not 'Sorted'" in warning and "/name is 'Other', not 'Product sort'" in warning
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Progress and cancellation
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bulk_archive_reports_progress_per_chunk(mode: str) -> None:
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    keys = [k for k, f in sandbox.store.projects[PID].flags.items() if not f.fields["archived"]][:120]
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    async with Client(make(sandbox), mode=mode) as c:
+        token = data(await c.call_tool("archive_flags", {"flag_keys": keys}))["confirmation_token"]
+        await c.call_tool("archive_flags", {"flag_keys": keys, "confirmation_token": token}, progress_callback=progress)
+    # The preview's look, the fresh look before the write, then the write: one rising count across the three.
+    looks = ["looked up 50", "looked up 100", "looked up 120"]
+    steps = [*looks, *looks, "archived 50", "archived 100", "archived 120"]
+    assert [message for _, _, message in seen] == [f"{step} of 120 flags" for step in steps]
+    assert [done for done, _, _ in seen] == [50, 100, 120, 170, 220, 240, 290, 340, 360]
+
+
+async def test_a_cancelled_bulk_archive_stops_between_chunks_and_audits_what_it_wrote(tmp_path: Path) -> None:
+    """The client cancels while the second chunk is on its way (the sandbox is slow to answer): that chunk is seen
+    through, the third is never sent, and the audit names exactly the flags archived."""
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    flags = sandbox.store.projects[PID].flags
+    keys = [k for k, f in flags.items() if not f.fields["archived"]][:120]
+    audit = tmp_path / "audit.jsonl"
+    server = make(sandbox, audit_log=str(audit))
+    async with Client(server) as c:
+        token = data(await c.call_tool("archive_flags", {"flag_keys": keys}))["confirmation_token"]
+        sandbox.inject("latency", "/flags/archived", method="POST", delay=0.3, times=None)
+        async with anyio.create_task_group() as background:
+            with anyio.CancelScope() as scope:
+
+                async def cancel_soon() -> None:
+                    await anyio.sleep(0.15)  # the second chunk is on its way by now (each takes 0.3 s)
+                    scope.cancel()
+
+                async def progress(done: float, total: float | None, message: str | None) -> None:
+                    if message == "archived 50 of 120 flags":
+                        background.start_soon(cancel_soon)
+
+                await c.call_tool(
+                    "archive_flags", {"flag_keys": keys, "confirmation_token": token}, progress_callback=progress
+                )
+        assert scope.cancelled_caught
+        await anyio.sleep(0.8)  # the chunk in flight finishes on the server
+        after = data(await c.call_tool("list_flags", {"archived": True, "limit": 100}))  # the server is still up
+    assert writes(sandbox) == [f"POST /flags/v1/projects/{PID}/flags/archived"] * 2
+    archived = {k for k in keys if flags[k].fields["archived"]}
+    assert len(archived) == 100 and after["total_count"] >= 100
+    (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert record["outcome"] == "cancelled" and set(record["revision_after"]) == archived

@@ -8,6 +8,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.lowlevel
 import jsonpatch
 import jsonpointer
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
@@ -21,6 +23,7 @@ from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.budget import respond
 from opt_mcp.guard import Confirm, Decision, Preview, ask
+from opt_mcp.progress import advance
 from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
 from opt_mcp.views import AnyJson, Change, WriteResult
@@ -317,13 +320,14 @@ async def patch_flag(
     async def fresh() -> Preview:
         return await _patch_preview(ctx, flag_key, operations, project_id)
 
-    async def write() -> tuple[CallToolResult, dict[str, int | None]]:
-        with api_errors():
+    async def write(written: dict[str, int | None]) -> CallToolResult:
+        with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
             changed = await rt.client.patch_flags(pid, preview.extra["api_operations"])
         flag = changed.get(flag_key)
         warnings = []
         if flag is None:
             raise ToolError(f"Optimizely accepted the patch but did not return {flag_key!r}; get_flag to check it")
+        written[flag_key] = flag.revision
         if _writable(flag) != preview.extra["expected"]:
             off = [
                 f"{c.path} is {c.after!r}, not {c.before!r}" for c in diff(preview.extra["expected"], _writable(flag))
@@ -341,7 +345,7 @@ async def patch_flag(
             revisions={flag_key: flag.revision},
             next_step="Done. get_flag shows the flag as it is now.",
         )
-        return _done(view), {flag_key: flag.revision}
+        return _done(view)
 
     return await rt.guard.run(preview, answer, confirmation_token, fresh_preview=fresh, write=write, show=_show)  # type: ignore[no-any-return]
 
@@ -356,13 +360,14 @@ FlagKeys = Annotated[
 ]
 
 
-async def _flags_by_key(rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
+async def _flags_by_key(ctx: Context[Any, Any], rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
     found: dict[str, Flag] = {}
     with api_errors():
         for start in range(0, len(keys), ARCHIVE_CHUNK):
             chunk = keys[start : start + ARCHIVE_CHUNK]
             async for flag in rt.client.iter_flags(pid, FlagFilters(key_list=chunk), per_page=ARCHIVE_CHUNK):
                 found[flag.key] = flag
+            await advance(ctx, len(chunk), f"looked up {start + len(chunk)} of {len(keys)} flags")
     return found
 
 
@@ -388,7 +393,7 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
     rt = runtime(ctx)
     pid = rt.project(project_id)
     keys = list(dict.fromkeys(flag_keys))
-    found = await _flags_by_key(rt, pid, keys)
+    found = await _flags_by_key(ctx, rt, pid, keys)
     unknown = [k for k in keys if k not in found]
     if unknown:
         raise ToolError(f"flag_keys: not found in project {pid}, nothing was written: {', '.join(unknown)}")
@@ -417,17 +422,21 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
 
 
 async def _bulk_write(
-    rt: Runtime, pid: int, preview: Preview, archive: bool
-) -> tuple[CallToolResult, dict[str, int | None]]:
+    ctx: Context[Any, Any], rt: Runtime, pid: int, preview: Preview, archive: bool, after: dict[str, int | None]
+) -> CallToolResult:
+    """Chunk by chunk, reporting progress after each. A cancellation stops it between chunks, never inside one:
+    each request sent is seen through and recorded in ``after``, which the guard audits either way."""
     todo: list[str] = preview.extra["todo"]
     results: dict[str, str] = {k: "unchanged (already in that state)" for k in preview.revisions if k not in todo}
-    after: dict[str, int | None] = {}
     warnings: list[str] = []
     send = rt.client.archive_flags if archive else rt.client.unarchive_flags
+    verb = "archived" if archive else "unarchived"
     for start in range(0, len(todo), ARCHIVE_CHUNK):
         chunk = todo[start : start + ARCHIVE_CHUNK]
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
-            answer = await send(pid, chunk)
+            with anyio.CancelScope(shield=True):
+                answer = await send(pid, chunk)
         except OptimizelyError as exc:
             for key in chunk:
                 results[key] = f"failed: {exc}"
@@ -448,6 +457,7 @@ async def _bulk_write(
                 if ok
                 else f"answer differs: archived={flag.archived}, revision {flag.revision}"
             )
+        await advance(ctx, len(chunk), f"{verb} {start + len(chunk)} of {len(todo)} flags")
     tool = "archive_flags" if archive else "unarchive_flags"
     view = WriteResult(
         status="written",
@@ -459,7 +469,7 @@ async def _bulk_write(
         results=results,
         next_step="Done. list_flags with archived=true shows archived flags." if archive else "Done.",
     )
-    return _done(view), after
+    return _done(view)
 
 
 async def _bulk_run(
@@ -479,7 +489,7 @@ async def _bulk_run(
         answer,
         token,
         fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=archive),
-        write=lambda: _bulk_write(rt, pid, preview, archive=archive),
+        write=lambda written: _bulk_write(ctx, rt, pid, preview, archive, written),
         show=_show,
     )
 
@@ -615,10 +625,11 @@ async def set_flag_enabled(
         )
         return _done(view)
 
-    async def write() -> tuple[CallToolResult, dict[str, int | None]]:
-        with api_errors():
-            toggle = rt.client.enable_ruleset if enabled else rt.client.disable_ruleset
+    async def write(written: dict[str, int | None]) -> CallToolResult:
+        toggle = rt.client.enable_ruleset if enabled else rt.client.disable_ruleset
+        with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
             ruleset = await toggle(pid, flag_key, environment)
+        written[scope] = ruleset.revision
         warnings = []
         if ruleset.enabled != enabled:
             warnings.append(f"after the write the flag is {'on' if ruleset.enabled else 'off'} in {environment}")
@@ -634,7 +645,7 @@ async def set_flag_enabled(
             revisions={scope: ruleset.revision},
             next_step="Done. get_flag shows the flag as it is now.",
         )
-        return _done(view), {scope: ruleset.revision}
+        return _done(view)
 
     return await rt.guard.run(  # type: ignore[no-any-return]
         preview,
