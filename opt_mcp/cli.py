@@ -14,6 +14,7 @@ from opt_mcp import __version__
 
 if TYPE_CHECKING:
     from opt_mcp.config import Settings
+    from opt_mcp.doctor import Report
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -85,6 +86,34 @@ async def _tool_rows(settings: Settings) -> list[tuple[str, int, str]]:
     ]
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    report, configuration = asyncio.run(_diagnose(settings))
+    from opt_mcp.doctor import config_file_hint
+
+    print(f"opt-mcp {__version__} doctor")
+    print("\n".join(report.lines()))
+    print(f"\nClaude Desktop ({config_file_hint()}):\n{configuration}")
+    if not settings.uses_sandbox:
+        print("Replace <your Optimizely token> with your token; keep the file private.")
+    return 0 if report.healthy else 1
+
+
+async def _diagnose(settings: Settings) -> tuple[Report, str]:
+    from opt_mcp.api.client import OptimizelyClient
+    from opt_mcp.doctor import client_configuration, diagnose
+    from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
+
+    if settings.uses_sandbox:
+        sandbox = Sandbox(settings.sandbox)
+        client = sandbox.client(SANDBOX_TOKEN, rate_limits=sandbox.config.rate_limits)
+    else:
+        client = OptimizelyClient(settings.token or "", base_url=settings.base_url)
+    async with client:
+        report = await diagnose(settings, client)
+    return report, client_configuration(settings, settings.default_project_id)
+
+
 def _call(args: argparse.Namespace) -> int:
     try:
         arguments = json.loads(args.arguments)
@@ -144,6 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments, e.g. '{\"limit\": 5}'")
     call.add_argument("--sandbox", action="store_true", help="use the embedded sandbox even if a token is set")
     call.set_defaults(run=_call)
+
+    doctor = commands.add_parser("doctor", help="check the token, project, permissions and rate limits; print a config")
+    doctor.add_argument("--sandbox", action="store_true", help="check the embedded sandbox even if a token is set")
+    doctor.set_defaults(run=_doctor)
 
     sandbox = commands.add_parser("sandbox", help="serve the simulated Optimizely API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, required=True, help="loopback port to listen on")

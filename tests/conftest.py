@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
@@ -63,3 +69,37 @@ async def client(sandbox: Sandbox, sleeps: SleepRecorder) -> AsyncIterator[Optim
         rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, clock=sleeps.clock
     ) as c:
         yield c
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served_sandbox() -> Iterator[str]:
+    """``opt-mcp sandbox`` in its own process on a loopback port (150 generated flags, seed 3); its base URL."""
+    port = free_port()
+    env = {**os.environ, "OPT_MCP_SANDBOX_FLAGS": "150"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opt_mcp.cli", "sandbox", "--port", str(port), "--seed", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/_sandbox/requests", timeout=0.5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the sandbox did not start: " + process.stderr.read1().decode() if process.stderr else "")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

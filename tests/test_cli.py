@@ -9,6 +9,12 @@ import sys
 
 import pytest
 
+from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.config import Settings
+from opt_mcp.doctor import diagnose
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
+from tests.conftest import FAST_RETRY
+
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIMIZELY_", "OPT_MCP_"))}
 
 
@@ -68,3 +74,54 @@ def test_tools_in_read_only_mode_lists_no_writes() -> None:
         "get_flag",
         "get_results",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# opt-mcp doctor
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_doctor_on_the_sandbox_passes_and_prints_a_configuration_that_starts() -> None:
+    result = run("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[1].split()[0] for line in checks] == ["token", "api", "project", "permissions", "rate"]
+    assert all(line.startswith("[  ok]") for line in checks)
+    entry = json.loads(result.stdout[result.stdout.index("{") :])["mcpServers"]["optimizely"]
+    started = subprocess.run(
+        [entry["command"], *entry["args"][:-1], "call", "list_projects"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert started.returncode == 0 and "5629661695180800" in started.stdout  # the printed command is this install
+
+
+def test_doctor_with_a_token_checks_the_api_and_never_prints_the_token(served_sandbox: str) -> None:
+    token = "doctor-secret-7Qx2"
+    env = {**ENV, "OPTIMIZELY_API_TOKEN": token, "OPTIMIZELY_API_BASE_URL": served_sandbox}
+    result = subprocess.run(
+        [sys.executable, "-m", "opt_mcp", "doctor"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert token not in result.stdout + result.stderr
+    assert "(18 characters, not shown)" in result.stdout and "<your Optimizely token>" in result.stdout
+    assert "[warn] project" in result.stdout and "OPTIMIZELY_PROJECT_ID is not set" in result.stdout
+    assert "[  ok] permissions" in result.stdout and "flags 1" in result.stdout  # Optimizely's own count
+    assert result.returncode == 0  # a warning is not a failure
+
+
+@pytest.mark.anyio
+async def test_doctor_fails_clearly_on_a_refused_token_and_an_unreachable_api() -> None:
+    settings = Settings(token="wrong-token-3Zp", base_url=SANDBOX_ORIGIN, project_id=SEED_PROJECT_ID)
+    refusing = Sandbox(SandboxConfig(token="right-token", rate_limits=RateLimits.unlimited()))
+    async with refusing.client("wrong-token-3Zp", retry=FAST_RETRY) as client:
+        refused = await diagnose(settings, client)
+    unreachable = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    unreachable.inject("connect", times=None)
+    async with unreachable.client("any", retry=FAST_RETRY) as client:
+        down = await diagnose(settings, client)
+    for report, says in ((refused, "The token was refused"), (down, "Could not connect")):
+        assert not report.healthy and [c.name for c in report.checks] == ["token", "api"]
+        assert report.checks[-1].status == "fail" and says in report.checks[-1].detail
+        assert "wrong-token-3Zp" not in "\n".join(report.lines())

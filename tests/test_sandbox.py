@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any
@@ -186,39 +184,6 @@ async def test_latency_fault_delays_the_answer(sandbox: Sandbox) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # On a port, as `opt-mcp sandbox --port N` serves it
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def served_sandbox() -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "OPT_MCP_SANDBOX_FLAGS": "150"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "opt_mcp.cli", "sandbox", "--port", str(port), "--seed", "3"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(url + "/_sandbox/requests", timeout=0.5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the sandbox did not start: " + process.stderr.read1().decode() if process.stderr else "")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_served_sandbox_speaks_the_api(served_sandbox: str) -> None:
