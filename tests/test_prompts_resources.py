@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.prompts import CANDIDATES_SHOWN, stale_reason
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from tests.conftest import load
-from tests.test_server import MODES, make_server
+from tests.test_server import MODES, _command, _sandbox_env, make_server
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -162,3 +163,31 @@ async def test_experiment_readout_refuses_clearly(sandbox: Sandbox, arguments: d
         with pytest.raises(MCPError) as raised:
             await c.get_prompt("experiment_readout", arguments)
     assert says in str(raised.value)
+
+
+def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
+    """As a desktop client sees it: prompts/get with a progress token, over stdio, 253 flags in 3 pages."""
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {
+            "name": "flag_cleanup_review", "arguments": {"days": "0"}, "_meta": {"progressToken": "walk"}}},
+    ]  # fmt: skip
+    env = _sandbox_env({"OPT_MCP_SANDBOX_FLAGS": "250", "OPT_MCP_SANDBOX_UNLIMITED": "true"})
+    with subprocess.Popen(
+        [_command("opt-mcp"), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdin and process.stdout
+        process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
+        process.stdin.flush()
+        messages = []
+        while not any(m.get("id") == 2 for m in messages):
+            messages.append(json.loads(process.stdout.readline()))
+        process.stdin.close()
+    progress = [m["params"] for m in messages if m.get("method") == "notifications/progress"]
+    assert [p["progressToken"] for p in progress] == ["walk"] * 3
+    assert [p["progress"] for p in progress] == sorted({p["progress"] for p in progress})  # strictly rising
+    assert progress[-1]["message"].startswith(f"checked {progress[-1]['progress']} of ")
+    (answer,) = [m for m in messages if m.get("id") == 2]
+    assert "<flags>" in answer["result"]["messages"][0]["content"]["text"]
