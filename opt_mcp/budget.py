@@ -18,6 +18,8 @@ from typing import Generic, Literal, TypeVar
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from opt_mcp.calls import note_result_tokens
+
 HARD_CEILING = 25_000
 DEFAULT_MAX_TOKENS = 6_000
 MIN_MAX_TOKENS = 1_000
@@ -28,10 +30,11 @@ Detail = Literal["summary", "standard", "full"]
 # token), digit groups (3 digits a token), non-ASCII characters (half a token per UTF-8 byte: an emoji is 2, a CJK
 # character 1.5), whitespace other than a single space, and runs of ASCII punctuation (one token a run, a little
 # more for long runs). Weights fitted against cl100k on this project's own outputs; bench/run reports the ratio.
-_RUNS = re.compile(r"[\w+/=-]{24,}")  # candidates; opaque when they mix upper case, lower case and digits
+_RUNS = re.compile(r"(?<![\w+/=-])[\w+/=-]{24,}")  # candidates; opaque when they mix upper case, lower case and digits
+# (The look-behinds start a match only where a run starts: the same matches, without rescanning inside short runs.)
 _UPPER, _LOWER, _DIGIT = re.compile("[A-Z]"), re.compile("[a-z]"), re.compile(r"\d")
 _WORDS = re.compile(r"[A-Za-z]+")
-_LONG_WORDS = re.compile(r"[A-Za-z]{13,}")
+_LONG_WORDS = re.compile(r"(?<![A-Za-z])[A-Za-z]{13,}")
 _DIGITS = re.compile(r"\d+")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _SPACING = re.compile(r"\s{2,}|[^\S ]")
@@ -61,8 +64,8 @@ def estimate_tokens(text: str) -> int:
     digits = (sum(map(len, digit_runs)) + 2 * len(digit_runs)) / 3
     punctuation_runs = _PUNCTUATION.findall(text)
     punctuation = len(punctuation_runs) + sum(map(len, punctuation_runs)) / 10
-    non_ascii = len(_NON_ASCII.findall(text))
-    non_ascii_bytes = len(text.encode()) - (len(text) - non_ascii)
+    # Most results are ASCII: a check in C then spares a scan and an encoding.
+    non_ascii_bytes = 0 if text.isascii() else len(text.encode()) - len(text) + len(_NON_ASCII.findall(text))
     spacing = 1.5 * len(_SPACING.findall(text))
     return int(0.75 * opaque + words + digits + punctuation + non_ascii_bytes / 2 + spacing) + 1
 
@@ -106,6 +109,7 @@ class Fitted(Generic[V]):
         return at_most(self.compact) + at_most(self.text) <= budget or self.tokens <= budget
 
     def response(self) -> CallToolResult:
+        note_result_tokens(self.tokens)
         return respond(self.view, self.text)
 
 

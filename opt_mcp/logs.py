@@ -12,14 +12,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opt_mcp.budget import estimate_tokens
+from opt_mcp.calls import recording
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -69,33 +67,6 @@ def configure(environ: Mapping[str, str] = os.environ) -> None:
     logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
-@dataclass
-class ApiCalls:
-    """Requests sent to Optimizely (each attempt counts) while a ``count_api_calls`` block runs."""
-
-    count: int = 0
-
-
-_api_calls: ContextVar[ApiCalls | None] = ContextVar("opt_mcp_api_calls", default=None)
-
-
-@contextmanager
-def count_api_calls() -> Iterator[ApiCalls]:
-    """Count the requests sent by this task and the tasks it starts, whichever client sends them."""
-    calls = ApiCalls()
-    reset = _api_calls.set(calls)
-    try:
-        yield calls
-    finally:
-        _api_calls.reset(reset)
-
-
-def note_api_call() -> None:
-    """Called by the API client for each request it sends."""
-    if (calls := _api_calls.get()) is not None:
-        calls.count += 1
-
-
 class ToolCallLog:
     """Server middleware: one log line per tools/call, after it ends (with its error code if it failed)."""
 
@@ -106,7 +77,7 @@ class ToolCallLog:
         # Still "cancelled" after the call: the client cancelled it (cancellation is not an Exception).
         fields: dict[str, Any] = {"tool": name if isinstance(name, str) else None, "outcome": "cancelled"}
         started = time.perf_counter()
-        with count_api_calls() as calls:
+        with recording() as record:
             try:
                 result = await call_next(ctx)
             except Exception as exc:
@@ -115,10 +86,12 @@ class ToolCallLog:
             else:
                 is_error = isinstance(result, dict) and result.get("isError") is True
                 fields["outcome"] = "tool error" if is_error else "ok"
-                fields["result_tokens"] = estimate_tokens(json.dumps(result, ensure_ascii=False, default=str))
+                fields["result_tokens"] = record.result_tokens
+                if record.result_tokens is None:  # an error's text: small, measured here
+                    fields["result_tokens"] = estimate_tokens(json.dumps(result, ensure_ascii=False, default=str))
             finally:
                 fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-                fields["api_calls"] = calls.count
+                fields["api_calls"] = record.api_calls
                 self._write(fields)
         return result
 

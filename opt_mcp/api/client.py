@@ -33,7 +33,7 @@ from opt_mcp.api.models import (
     Ruleset,
 )
 from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
-from opt_mcp.logs import note_api_call
+from opt_mcp.calls import note_api_call
 
 log = logging.getLogger("opt_mcp.api")
 
