@@ -1,8 +1,5 @@
 """opt-mcp: an MCP server for Optimizely Feature Experimentation."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("opt-mcp")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# The one place the version is written: the build reads it from here (pyproject's [tool.hatch.version]), and a
+# constant spares every start-up a lookup in the installed distributions.
+__version__ = "0.1.0"

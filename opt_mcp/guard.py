@@ -19,18 +19,20 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    import sqlite3
 
 ConfirmMode = Literal["elicit", "token", "production-only"]
 TOKEN_TTL_SECONDS = 600.0
@@ -113,6 +115,8 @@ class FileLedger:
             db.execute("CREATE TABLE IF NOT EXISTS used (id TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3  # only a hosted server with several workers uses this ledger: spared at every start-up
+
         return sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
 
     def use(self, token_id: str, expires_at: float) -> bool:

@@ -2,8 +2,6 @@
 hands them to the model as data, then says which tools finish the job. Writes they lead to still need the user's
 confirmation: a prompt can propose, never approve."""
 
-from __future__ import annotations
-
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any

@@ -1,8 +1,6 @@
 """MCP resources: each flag at ``optimizely://projects/{project_id}/flags/{flag_key}``, for clients that let a user
 attach a flag to a conversation. The content is get_flag's compact view, fitted to the same budget."""
 
-from __future__ import annotations
-
 import re
 from typing import Any
 

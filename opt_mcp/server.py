@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mcp.server import MCPServer
 from mcp.types import Tool, ToolAnnotations
+from pydantic import BaseModel, TypeAdapter
 
 from opt_mcp import __version__, prompts
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
@@ -23,7 +26,15 @@ from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
 from opt_mcp.tools import flags, projects, results, writes
-from opt_mcp.views import without_titles
+from opt_mcp.views import (
+    EnvironmentList,
+    FlagDetail,
+    FlagList,
+    ProjectList,
+    ResultsSummary,
+    WriteResult,
+    without_titles,
+)
 
 log = logging.getLogger("opt_mcp")
 
@@ -45,10 +56,12 @@ project 5629661695180800), because no OPTIMIZELY_API_TOKEN is set. Nothing here 
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """How a tool is registered: its function, title and honest annotations (the defaults are unsafe)."""
+    """How a tool is registered: its function, title, the view its structured content is (its return annotation
+    says the same, and a test holds the two equal), and honest annotations (the defaults are unsafe)."""
 
     fn: Callable[..., Any]
     title: str
+    output: type[BaseModel]
     read_only: bool
     destructive: bool
     idempotent: bool
@@ -65,19 +78,31 @@ class ToolSpec:
 
 
 READ_TOOLS = (
-    ToolSpec(projects.list_projects, "List Optimizely projects", True, False, True),
-    ToolSpec(projects.list_environments, "List a project's environments", True, False, True),
-    ToolSpec(flags.list_flags, "List feature flags", True, False, True),
-    ToolSpec(flags.get_flag, "Show a feature flag", True, False, True),
-    ToolSpec(results.get_results, "Read an experiment's results", True, False, True),
+    ToolSpec(projects.list_projects, "List Optimizely projects", ProjectList, True, False, True),
+    ToolSpec(projects.list_environments, "List a project's environments", EnvironmentList, True, False, True),
+    ToolSpec(flags.list_flags, "List feature flags", FlagList, True, False, True),
+    ToolSpec(flags.get_flag, "Show a feature flag", FlagDetail, True, False, True),
+    ToolSpec(results.get_results, "Read an experiment's results", ResultsSummary, True, False, True),
 )
 # Not idempotent: a confirmed call writes once, and the same call again is a new preview or a refused token.
 WRITE_TOOLS = (
-    ToolSpec(writes.patch_flag, "Change a feature flag (JSON Patch)", False, True, False),
-    ToolSpec(writes.archive_flags, "Archive feature flags", False, True, False),
-    ToolSpec(writes.unarchive_flags, "Unarchive feature flags", False, False, False),
-    ToolSpec(writes.set_flag_enabled, "Turn a feature flag on or off", False, True, False),
+    ToolSpec(writes.patch_flag, "Change a feature flag (JSON Patch)", WriteResult, False, True, False),
+    ToolSpec(writes.archive_flags, "Archive feature flags", WriteResult, False, True, False),
+    ToolSpec(writes.unarchive_flags, "Unarchive feature flags", WriteResult, False, False, False),
+    ToolSpec(writes.set_flag_enabled, "Turn a feature flag on or off", WriteResult, False, True, False),
 )
+
+# The output schemas, generated from the views ahead of time and shipped with the package: generating them at
+# start-up costs every launch about 20 ms of pydantic schema building. tests/test_server.py checks that the file
+# equals a fresh generation (and rewrites it with UPDATE_SNAPSHOTS=1).
+OUTPUT_SCHEMAS = Path(__file__).with_name("output_schemas.json")
+OUTPUTS = {spec.fn.__name__: spec.output.__name__ for spec in READ_TOOLS + WRITE_TOOLS}
+
+
+def output_schemas() -> dict[str, dict[str, Any]]:
+    """Each view's JSON schema, generated now: what OUTPUT_SCHEMAS must hold."""
+    views = {spec.output for spec in READ_TOOLS + WRITE_TOOLS}
+    return {view.__name__: TypeAdapter(view).json_schema() for view in sorted(views, key=lambda v: v.__name__)}
 
 
 class OptMCPServer(MCPServer[Any]):
@@ -89,8 +114,14 @@ class OptMCPServer(MCPServer[Any]):
 
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
+            schemas = json.loads(OUTPUT_SCHEMAS.read_text(encoding="utf-8"))
             self._listed = [
-                tool.model_copy(update={"input_schema": without_titles(tool.input_schema)})
+                tool.model_copy(
+                    update={
+                        "input_schema": without_titles(tool.input_schema),
+                        "output_schema": schemas[OUTPUTS[tool.name]],
+                    }
+                )
                 for tool in await super().list_tools()
             ]
         return self._listed
@@ -155,13 +186,15 @@ def build_server(
         middleware=[ToolCallLog()],
     )
     server.people = everyone
-    for spec in READ_TOOLS if settings.read_only else READ_TOOLS + WRITE_TOOLS:
+    specs = READ_TOOLS if settings.read_only else READ_TOOLS + WRITE_TOOLS
+    for spec in specs:
         server.add_tool(
             spec.fn,
             title=spec.title,
             description=inspect.cleandoc(spec.fn.__doc__ or ""),
             annotations=spec.annotations,
-            structured_output=True,
+            # Each tool returns a CallToolResult with the view's content; its schema comes from OUTPUT_SCHEMAS.
+            structured_output=False,
         )
     server.resource(
         FLAG_URI, name="flag", title="Feature flag", description=flag_resource.__doc__, mime_type="text/plain"

@@ -42,7 +42,8 @@ def without_titles(schema: Any) -> Any:
 
 
 class View(BaseModel):
-    model_config = ConfigDict(json_schema_extra=untitled)
+    # Built on first use: their schemas ship ready-made (server.OUTPUT_SCHEMAS), so start-up never needs them.
+    model_config = ConfigDict(json_schema_extra=untitled, defer_build=True)
 
 
 class Truncation(View):

@@ -30,7 +30,11 @@ def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> N
     assert wheel.name == f"opt_mcp-{__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "opt_mcp/py.typed" in names and not any(name.startswith("tests/") for name in names)
+    assert (
+        "opt_mcp/py.typed" in names
+        and "opt_mcp/output_schemas.json" in names
+        and not any(name.startswith("tests/") for name in names)
+    )
 
     venv.create(tmp_path / "fresh", with_pip=True)
     bin_dir = tmp_path / "fresh" / ("Scripts" if sys.platform == "win32" else "bin")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ def test_the_schema_check_catches_what_the_registry_refuses() -> None:
 
 def test_versions_agree_with_the_package() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert MANIFEST["version"] == project["version"] == __version__
-    assert package()["version"] == __version__
+    assert project["dynamic"] == ["version"]  # read from opt_mcp/__init__.py by the build
+    assert MANIFEST["version"] == package()["version"] == __version__ == metadata.version("opt-mcp")
     assert package()["identifier"] == project["name"]
 
 

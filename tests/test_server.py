@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from mcp import Client, StdioServerParameters
 from mcp.server import MCPServer
 from mcp.types import CallToolResult
 
+from opt_mcp import server as served
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
-from opt_mcp.server import build_server
+from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from tests.conftest import FAST_RETRY
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +91,20 @@ async def test_tool_schemas_match_the_snapshot(client: Client) -> None:
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(current)
     assert SNAPSHOT.read_text() == current, "tool definitions changed: rerun with UPDATE_SNAPSHOTS=1 and review"
+
+
+def test_shipped_output_schemas_are_the_views_schemas() -> None:
+    """The package ships its output schemas (generating them costs every launch); they must be the views'."""
+    current = json.dumps(output_schemas(), indent=1, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        OUTPUT_SCHEMAS.write_text(current)
+    assert OUTPUT_SCHEMAS.read_text() == current, "views changed: rerun with UPDATE_SNAPSHOTS=1 and review"
+
+
+def test_each_tool_declares_the_view_its_return_annotation_names() -> None:
+    for spec in served.READ_TOOLS + served.WRITE_TOOLS:
+        returned = typing.get_type_hints(spec.fn, include_extras=True)["return"]
+        assert returned.__metadata__ == (spec.output,), spec.fn.__name__
 
 
 async def test_instructions_explain_the_tools_and_the_sandbox(client: Client) -> None:

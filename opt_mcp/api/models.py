@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class ApiModel(BaseModel):
     """Base of every API model: unknown fields are kept, never rejected."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # Built on first use, not at import: the server answers tools/list before it ever reads an API answer.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 def _as_link_list(value: Any) -> Any:

@@ -1,8 +1,5 @@
 """Flag tools: list_flags and get_flag (the read side)."""
 
-from __future__ import annotations
-
-import difflib
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -286,4 +283,6 @@ async def _closest_keys(client: OptimizelyClient, project_id: int, key: str) -> 
         except OptimizelyError:
             continue
         candidates.update(flag.key for flag in page.items)
+    import difflib  # for a mistyped key only: spared at start-up
+
     return difflib.get_close_matches(key, sorted(candidates), n=5, cutoff=0.5)

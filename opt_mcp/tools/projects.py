@@ -1,7 +1,5 @@
 """Discovery tools: list_projects and list_environments, so a model finds ids instead of guessing them."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 

@@ -1,7 +1,5 @@
 """get_results: a flag rule's experiment results, read the way Optimizely reads them."""
 
-from __future__ import annotations
-
 import json
 from datetime import datetime
 from typing import Annotated, Any

@@ -2,8 +2,6 @@
 preview against the live resource, the user's confirmation, a revision check just before the write, and a check of
 the answer after it."""
 
-from __future__ import annotations
-
 import copy
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
