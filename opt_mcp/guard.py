@@ -194,6 +194,10 @@ def person_secret(secret: bytes, person: str) -> bytes:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+class AlreadyInPlace(ToolError):
+    """A write that would change nothing: what it asks for is already there."""
+
+
 class Audit:
     """JSON lines, one per write or refused write: to a file (``OPT_MCP_AUDIT_LOG``), else to the log on stderr."""
 
@@ -299,13 +303,42 @@ class Guard:
             self.audit.record(**audit, outcome="cancelled", revision_after=written)
             raise
         except Exception as exc:
+            found = await self._recheck(preview, fresh_preview)
             self.audit.record(
                 **audit,
                 outcome="failed",
                 status=getattr(exc, "status", None),
                 uuid=getattr(exc, "uuid", None),
                 revision_after=written,
+                recheck=found,
             )
+            if isinstance(exc, ToolError):
+                raise ToolError(f"{exc} {found}") from None
             raise
         self.audit.record(**audit, outcome="written", revision_after=written)
         return result
+
+    @staticmethod
+    async def _recheck(preview: Preview, fresh_preview: Callable[[], Awaitable[Preview]]) -> str:
+        """After a failed write, what Optimizely holds now: a failure can come after the change was made (a lost
+        answer, a gateway error), and the user must not be told "failed" about a change that happened."""
+        try:
+            now = await fresh_preview()
+        except AlreadyInPlace:
+            return (
+                "A fresh read after the failure shows the requested values in place: the write was most likely "
+                "applied. Read it (get_flag) before doing anything again."
+            )
+        except Exception as exc:
+            return f"A fresh read after the failure was not possible ({exc}): read the resource before trying again."
+        if now.revisions == preview.revisions:
+            return "A fresh read after the failure shows no change since the preview: nothing was written."
+        moved = ", ".join(
+            f"{key} revision {before} -> {now.revisions.get(key)}"
+            for key, before in preview.revisions.items()
+            if now.revisions.get(key) != before
+        )
+        return (
+            f"A fresh read after the failure shows a change since the preview ({moved}): the write was most likely "
+            "applied. Read it (get_flag) before doing anything again."
+        )

@@ -164,7 +164,7 @@ def build_server(
 
     everyone: People | None = None
     if people is not None:
-        shared = SANDBOX_TOKEN if sandboxed else settings.token
+        shared = (settings.token or SANDBOX_TOKEN) if sandboxed else settings.token
         everyone = People(settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger)
 
     @asynccontextmanager
@@ -174,7 +174,9 @@ def build_server(
             return
         signer = TokenSigner(settings.secret, ledger, ttl=settings.token_ttl)
         guard = Guard(signer, audit, settings.confirm)
-        async with client_for(SANDBOX_TOKEN if sandboxed else settings.token or "") as client:
+        # A forced sandbox gets the configured token too (it never keeps one): a sandbox set to require a token
+        # then proves the token is sent, and that it never leaks into a result, an error or a log line.
+        async with client_for(settings.token or (SANDBOX_TOKEN if sandboxed else "")) as client:
             yield Runtime(settings=settings, client=client, guard=guard)
 
     server = OptMCPServer(

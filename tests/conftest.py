@@ -1,4 +1,8 @@
-"""Shared fixtures: every test runs against the embedded sandbox, never the network."""
+"""Shared fixtures: every test runs against the embedded sandbox, never the network.
+
+Also the reliability campaign's tally (tests/reliability): each test adds what it did, and the run ends with one
+summary line. Workers of pytest-xdist are separate processes, so each writes its counts to a file in a directory
+the controller makes (and names in the environment the workers inherit); the controller adds them up."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +109,53 @@ def served_sandbox() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The reliability campaign's tally
+# ------------------------------------------------------------------------------------------------------------------
+
+_DIRECTORY = "OPT_MCP_RELIABILITY_TALLY"
+KEYS = ("calls", "faults injected", "writes attempted", "writes confirmed", "writes refused", "duplicates", "leaks")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _DIRECTORY not in os.environ:  # the controller (or a run without xdist): workers inherit it
+        os.environ[_DIRECTORY] = tempfile.mkdtemp(prefix="opt-mcp-reliability-")
+
+
+class Tally:
+    """Counts for this process; written out when the process ends its session."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, **counts: int) -> None:
+        for key, value in counts.items():
+            name = key.replace("_", " ")
+            assert name in KEYS, name
+            self.counts[name] += value
+
+
+_TALLY = Tally()
+
+
+@pytest.fixture(scope="session")
+def tally() -> Tally:
+    return _TALLY
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _TALLY.counts:
+        path = Path(os.environ[_DIRECTORY]) / f"{os.getpid()}.json"
+        path.write_text(json.dumps(_TALLY.counts))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    total: Counter[str] = Counter()
+    for path in Path(os.environ[_DIRECTORY]).glob("*.json"):
+        total.update(json.loads(path.read_text()))
+    if total:
+        line = ", ".join(f"{key} {total[key]}" for key in KEYS)
+        terminalreporter.write_sep("=", "reliability campaign")
+        terminalreporter.write_line(line)

@@ -54,6 +54,11 @@ class OptimizelyError(Exception):
         if self.status is None:
             return "Check the network connection and OPTIMIZELY_API_BASE_URL, then try again."
         if self.status >= 500:
+            if self.method not in (None, "GET"):  # a server error can come after the change was made
+                return (
+                    "The write may or may not have been applied; it was not sent again. "
+                    "Read the resource to see its state before trying again."
+                )
             return _SERVER_SIDE
         return _NEXT_STEP.get(self.status, "See Optimizely's message above.")
 

@@ -20,7 +20,7 @@ from opt_mcp.api.client import FlagFilters
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.budget import respond
-from opt_mcp.guard import Confirm, Decision, Preview, ask
+from opt_mcp.guard import AlreadyInPlace, Confirm, Decision, Preview, ask
 from opt_mcp.progress import advance
 from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
@@ -271,7 +271,7 @@ async def _patch_preview(
         variable.setdefault("description", "")
     changes = diff(before, after)
     if not changes:
-        raise ToolError("operations: they change nothing on the current flag; get_flag shows its values")
+        raise AlreadyInPlace("operations: they change nothing on the current flag; get_flag shows its values")
     extra = {
         "summary": f"patch flag {flag_key!r} in project {pid}: {len(changes)} field(s) change",
         "changes": changes,
@@ -419,6 +419,13 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
     return Preview(tool, arguments, revisions, _message(tool, extra, revisions), extra=extra)
 
 
+async def _recheck_chunk(rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
+    try:
+        return {flag.key: flag async for flag in rt.client.iter_flags(pid, FlagFilters(key_list=keys))}
+    except OptimizelyError:
+        return {}
+
+
 async def _bulk_write(
     ctx: Context[Any, Any], rt: Runtime, pid: int, preview: Preview, archive: bool, after: dict[str, int | None]
 ) -> CallToolResult:
@@ -436,8 +443,17 @@ async def _bulk_write(
             with anyio.CancelScope(shield=True):
                 answer = await send(pid, chunk)
         except OptimizelyError as exc:
+            # A failure can come after the change was made: each key's result says what a fresh read shows.
+            now = await _recheck_chunk(rt, pid, chunk)
             for key in chunk:
-                results[key] = f"failed: {exc}"
+                flag = now.get(key)
+                if flag is not None and flag.archived == archive:
+                    after[key] = flag.revision
+                    results[key] = f"{verb} (a fresh read shows it, though the request failed: {exc})"
+                elif flag is not None:
+                    results[key] = f"failed, not {verb} (a fresh read shows it unchanged): {exc}"
+                else:
+                    results[key] = f"failed, and a fresh read was not possible: get_flag to check it. {exc}"
             for key in todo[start + ARCHIVE_CHUNK :]:
                 results[key] = "not attempted (an earlier chunk failed)"
             warnings.append("the write stopped part-way: see results per key")
