@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from opt_mcp import render
 from opt_mcp.api.client import MAX_PER_PAGE, FlagFilters, OptimizelyClient
@@ -22,8 +22,24 @@ from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ENVIRONMENT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
+
+def _not_a_flag(value: object) -> object:
+    # Lax validation would read true as 1 and false as 0: an id is a number (or its digits), never a flag.
+    if isinstance(value, bool):
+        raise ValueError("must be a project's numeric id, from list_projects, not true or false")
+    return value
+
+
+def _positive(value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise ValueError("must be a project's numeric id, from list_projects")
+    return value
+
+
 ProjectId = Annotated[
     int | None,
+    BeforeValidator(_not_a_flag),
+    AfterValidator(_positive),
     Field(
         description="default: the configured project",
     ),
