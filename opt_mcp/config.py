@@ -38,6 +38,8 @@ class Settings:
     audit_log: str | None = None
     # An SQLite file of used confirmation tokens, shared by the worker processes of one host (OPT_MCP_LEDGER_FILE).
     ledger_file: str | None = None
+    # Redis, for replicas that share the ledger, rate-limit budgets, caches and the audit stream (OPT_MCP_REDIS_URL).
+    redis_url: str | None = field(default=None, repr=False)
     token_ttl: float = TOKEN_TTL_SECONDS
     results_cache_seconds: float = 60.0
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -104,6 +106,11 @@ class Settings:
         raw_cache = environ.get("OPT_MCP_RESULTS_CACHE_SECONDS", "").strip()
         if raw_cache and (not raw_cache.isdigit() or int(raw_cache) > 3600):
             raise ConfigError(f"OPT_MCP_RESULTS_CACHE_SECONDS must be 0 to 3600 seconds, not {raw_cache!r}")
+        redis_url = environ.get("OPT_MCP_REDIS_URL", "").strip() or None
+        if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                "OPT_MCP_REDIS_URL must be a redis://, rediss:// or unix:// URL, e.g. redis://redis:6379/0"
+            )
         try:
             sandbox_config = SandboxConfig.from_env(environ)
         except ValueError as exc:
@@ -120,6 +127,7 @@ class Settings:
             secret=raw_secret.encode() if raw_secret else new_secret(),
             audit_log=environ.get("OPT_MCP_AUDIT_LOG", "").strip() or None,
             ledger_file=environ.get("OPT_MCP_LEDGER_FILE", "").strip() or None,
+            redis_url=redis_url,
             token_ttl=float(raw_ttl) if raw_ttl else TOKEN_TTL_SECONDS,
             results_cache_seconds=float(raw_cache) if raw_cache else 60.0,
             sandbox=sandbox_config,

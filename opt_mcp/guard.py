@@ -31,6 +31,8 @@ from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from opt_mcp.shared import Store, StoreDown
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -81,28 +83,20 @@ class Stale(Refused):
 class Ledger(Protocol):
     """Where used confirmation tokens are remembered until they expire."""
 
-    def use(self, token_id: str, expires_at: float) -> bool:
-        """Mark a token used; False if it already was."""
+    async def use(self, token_id: str, expires_at: float) -> bool:
+        """Mark a token used; False if it already was. Raises StoreDown when the record cannot be reached."""
         ...
 
 
-class MemoryLedger:
-    """Tokens already used, in this process."""
+class StoreLedger:
+    """Used tokens in the shared store: this process's, or Redis's for every replica (atomically: of two replicas
+    given the same token at the same moment, one wins)."""
 
-    def __init__(self) -> None:
-        self._used: dict[str, float] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
-    def use(self, token_id: str, expires_at: float) -> bool:
-        """Mark a token used; False if it already was."""
-        now = time.time()
-        with self._lock:
-            for key in [k for k, exp in self._used.items() if exp < now]:
-                del self._used[key]
-            if token_id in self._used:
-                return False
-            self._used[token_id] = expires_at
-            return True
+    async def use(self, token_id: str, expires_at: float) -> bool:
+        return await self._store.claim(f"used:{token_id}", max(1.0, expires_at - time.time()))
 
 
 class FileLedger:
@@ -119,7 +113,7 @@ class FileLedger:
 
         return sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
 
-    def use(self, token_id: str, expires_at: float) -> bool:
+    async def use(self, token_id: str, expires_at: float) -> bool:
         with contextlib.closing(self._connect()) as db:
             db.execute("DELETE FROM used WHERE expires_at < ?", (time.time(),))
             inserted = db.execute("INSERT OR IGNORE INTO used VALUES (?, ?)", (token_id, expires_at)).rowcount
@@ -157,7 +151,9 @@ class TokenSigner:
         payload = f"{scope}.{self._digest(revisions)}.{int(expires)}.{secrets.token_urlsafe(9)}"
         return f"{payload}.{self._sign(payload)}", expires
 
-    def redeem(self, token: str, tool: str, arguments: Mapping[str, Any], revisions: Mapping[str, int | None]) -> None:
+    async def redeem(
+        self, token: str, tool: str, arguments: Mapping[str, Any], revisions: Mapping[str, int | None]
+    ) -> None:
         """Accept a token once, for exactly this call and state; raise Refused (or Stale) otherwise."""
         try:
             scope, state, expires, nonce, signature = token.split(".")
@@ -175,8 +171,13 @@ class TokenSigner:
             )
         if not hmac.compare_digest(state, self._digest(revisions)):
             raise Stale("the resource changed since the preview this token confirms")
-        if not self._ledger.use(f"{scope}.{nonce}", expires_at):
+        if not await self._ledger.use(f"{scope}.{nonce}", expires_at):
             raise Refused("confirmation_token was already used: each token confirms one write")
+
+    async def reachable(self) -> None:
+        """Raise StoreDown unless the record of used tokens answers (a write approved another way still needs it:
+        with the record unreachable, nothing is written at all)."""
+        await self._ledger.use(f"probe.{secrets.token_urlsafe(9)}", time.time() + 1)
 
 
 def new_secret() -> bytes:
@@ -199,21 +200,32 @@ class AlreadyInPlace(ToolError):
 
 
 class Audit:
-    """JSON lines, one per write or refused write: to a file (``OPT_MCP_AUDIT_LOG``), else to the log on stderr."""
+    """JSON lines, one per write or refused write: to a file (``OPT_MCP_AUDIT_LOG``), else to the log on stderr; and
+    to the shared store's audit stream (a Redis stream, when replicas share one)."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, store: Store | None = None) -> None:
         self._path = path
+        self._store = store
         self._lock = threading.Lock()
 
-    def record(self, **fields: Any) -> None:
+    async def record(self, **fields: Any) -> None:
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
         line = json.dumps(entry, ensure_ascii=False, default=str)
         if not self._path:
             # In the log's own format: a JSON-lines log (OPT_MCP_LOG_FORMAT=json) gets the entry's keys as its own.
             brief = f"audit: {fields.get('tool')} {fields.get('outcome')}"
             audit_log.info("%s", line, extra={"fields": entry, "brief": brief})
-            return
-        with self._lock, open(self._path, "a", encoding="utf-8") as handle:
+        else:
+            self._append(self._path, line)
+        if self._store is not None:
+            try:
+                await self._store.append("audit", entry)
+            except StoreDown as exc:  # the line above is the record; the stream is a copy for the team
+                log.warning("audit entry not added to the shared audit stream: %s", exc)
+
+    def _append(self, path: str, line: str) -> None:
+        # A line appended to a local file, under a lock so that lines of concurrent writes never interleave.
+        with self._lock, open(path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
 
@@ -270,25 +282,33 @@ class Guard:
             audit = {"person": self.person, **audit}
         decision = getattr(outcome, "data", None)
         if getattr(outcome, "action", "accept") != "accept" or (isinstance(decision, Confirm) and not decision.confirm):
-            self.audit.record(**audit, outcome="declined")
+            await self.audit.record(**audit, outcome="declined")
             return show(preview, "declined", None, None)
         by_token = isinstance(decision, Decision) and decision.kind == "token"
-        if by_token:
-            if token is None:
-                issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
-                return show(preview, "preview", issued, expires)
-            try:
-                self.signer.redeem(token, preview.tool, preview.arguments, preview.revisions)
-            except Stale as exc:
-                self.audit.record(**audit, outcome="refused", reason=str(exc))
-                issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
-                return show(preview, "changed", issued, expires)
-            except Refused as exc:
-                self.audit.record(**audit, outcome="refused", reason=str(exc))
-                raise ToolError(f"confirmation_token: {exc}. Nothing was written.") from None
+        if by_token and token is None:
+            issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
+            return show(preview, "preview", issued, expires)
+        try:
+            if token is not None and by_token:
+                await self.signer.redeem(token, preview.tool, preview.arguments, preview.revisions)
+            else:
+                await self.signer.reachable()  # approved in the client: still, no write without the record
+        except Stale as exc:
+            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
+            return show(preview, "changed", issued, expires)
+        except Refused as exc:
+            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            raise ToolError(f"confirmation_token: {exc}. Nothing was written.") from None
+        except StoreDown as exc:
+            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            raise ToolError(
+                "the shared record of confirmations cannot be reached, and no write goes out without it: nothing "
+                "was written. Try again in a moment (the server reconnects by itself)."
+            ) from None
         current = await fresh_preview()
         if current.revisions != preview.revisions:
-            self.audit.record(
+            await self.audit.record(
                 **audit, outcome="refused", reason="changed since the preview", revision_now=current.revisions
             )
             if by_token:
@@ -300,11 +320,11 @@ class Guard:
             result = await write(written)
         except anyio.get_cancelled_exc_class():
             # The client cancelled: the writers see each request they sent through, so this is what was written.
-            self.audit.record(**audit, outcome="cancelled", revision_after=written)
+            await self.audit.record(**audit, outcome="cancelled", revision_after=written)
             raise
         except Exception as exc:
             found = await self._recheck(preview, fresh_preview)
-            self.audit.record(
+            await self.audit.record(
                 **audit,
                 outcome="failed",
                 status=getattr(exc, "status", None),
@@ -315,7 +335,7 @@ class Guard:
             if isinstance(exc, ToolError):
                 raise ToolError(f"{exc} {found}") from None
             raise
-        self.audit.record(**audit, outcome="written", revision_after=written)
+        await self.audit.record(**audit, outcome="written", revision_after=written)
         return result
 
     @staticmethod

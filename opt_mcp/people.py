@@ -24,6 +24,7 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner, person_secret
 from opt_mcp.runtime import Runtime
+from opt_mcp.shared import Store
 
 OPTIMIZELY_TOKEN_HEADER = "x-optimizely-token"  # noqa: S105 - a header name
 ANONYMOUS = "anonymous"  # the one person of a server started with --no-auth
@@ -59,6 +60,7 @@ class People:
         mapped: Mapping[str, str],
         audit: Audit,
         ledger: Ledger,
+        store: Store,
         max_runtimes: int = MAX_RUNTIMES,
     ) -> None:
         self._settings = settings
@@ -67,6 +69,7 @@ class People:
         self._mapped = dict(mapped)
         self._audit = audit
         self._ledger = ledger
+        self._store = store
         self._max = max_runtimes
         self._runtimes: OrderedDict[tuple[str, str], tuple[float, Runtime]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
@@ -105,7 +108,7 @@ class People:
         settings = self._settings
         signer = TokenSigner(person_secret(settings.secret, person), self._ledger, ttl=settings.token_ttl)
         guard = Guard(signer, self._audit, settings.confirm, person=person)
-        return Runtime(settings=settings, client=self._clients(token), guard=guard)
+        return Runtime(settings=settings, client=self._clients(token), guard=guard, store=self._store)
 
     def _limit(self, person: str) -> None:
         """Keep at most TOKENS_PER_PERSON runtimes for ``person`` and MAX_RUNTIMES in all, least recent first."""
@@ -131,6 +134,8 @@ class People:
         return len(stale)
 
     async def aclose(self) -> None:
+        """Close everyone's clients, then the shared store (the registry owns it in hosted mode)."""
         for key in list(self._runtimes):
             self._retire(key)
         await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._store.aclose()

@@ -3,6 +3,8 @@ becomes a tool error the model can act on."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -16,13 +18,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from opt_mcp.api.client import OptimizelyClient, ResultsResponse
 from opt_mcp.api.errors import OptimizelyError
-from opt_mcp.api.models import FlagsPage
+from opt_mcp.api.models import ExperimentResults, FlagsPage
 from opt_mcp.config import Settings
 from opt_mcp.guard import Guard
+from opt_mcp.shared import MemoryStore, Store, StoreDown
 
 PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
-RESULTS_MEMORY = 64
 # An experiment's results and Optimizely's inferred outcome for them.
 Answer = tuple[ResultsResponse, str | None]
 
@@ -32,11 +34,11 @@ class Runtime:
     settings: Settings
     client: OptimizelyClient
     guard: Guard
+    # Experiment results by (token, experiment, window, baseline), for OPT_MCP_RESULTS_CACHE_SECONDS: a model asking
+    # twice in a row does not spend the results endpoint's 20 requests a minute twice (nor do two replicas).
+    store: Store = field(default_factory=MemoryStore)
     # API pages a list result was cut from; a cursor that resumes inside one reuses it instead of fetching it again.
     _pages: OrderedDict[str, tuple[float, FlagsPage]] = field(default_factory=OrderedDict)
-    # Experiment results by (experiment, window, baseline), for OPT_MCP_RESULTS_CACHE_SECONDS: a model asking twice in
-    # a row does not spend the results endpoint's 20 requests a minute twice.
-    _results: OrderedDict[tuple[Any, ...], tuple[float, Answer]] = field(default_factory=OrderedDict)
 
     async def flags_page(self, project_id: int, link: str, *, resuming: bool) -> FlagsPage:
         """The API page at ``link``; when ``resuming`` inside a page fetched moments ago, that same page."""
@@ -54,12 +56,12 @@ class Runtime:
         self, experiment_id: int, start: datetime | None, end: datetime | None, baseline: str | None
     ) -> Answer:
         """An experiment's results and Optimizely's inferred outcome (once the results are ready), from the last
-        few seconds' answer to the same question when there is one."""
-        key = (experiment_id, start, end, baseline)
-        now = time.monotonic()
-        cached = self._results.get(key)
-        if cached and now - cached[0] < self.settings.results_cache_seconds:
-            return cached[1]
+        few seconds' answer to the same question when there is one. The cache is keyed by the token that asked:
+        one person never sees an answer fetched with another's token."""
+        key = f"results:{self.client.owner}:{experiment_id}:{start}:{end}:{baseline}"
+        cached = await self._cached(key)
+        if cached is not None:
+            return cached
         answer = await self.client.get_experiment_results(
             experiment_id,
             start_time=start.isoformat() if start else None,
@@ -70,12 +72,24 @@ class Runtime:
         if answer.state == "ready":
             report = await self.client.get_experiment_report(experiment_id)
             outcome = report.inferred_outcome if report else None
-        if answer.state != "processing":  # "still computing" must be asked again, not remembered
-            self._results[key] = (now, (answer, outcome))
-            self._results.move_to_end(key)
-            while len(self._results) > RESULTS_MEMORY:
-                self._results.popitem(last=False)
+        if answer.state != "processing" and self.settings.results_cache_seconds > 0:
+            # "still computing" must be asked again, not remembered
+            results = answer.results.model_dump(mode="json", by_alias=True) if answer.results else None
+            value = json.dumps({"state": answer.state, "results": results, "outcome": outcome})
+            with contextlib.suppress(StoreDown):  # the answer stands; the next question asks Optimizely again
+                await self.store.put(key, value, self.settings.results_cache_seconds)
         return answer, outcome
+
+    async def _cached(self, key: str) -> Answer | None:
+        try:
+            value = await self.store.get(key)
+        except StoreDown:
+            return None  # reads carry on without the cache
+        if value is None:
+            return None
+        data = json.loads(value)
+        results = ExperimentResults.model_validate(data["results"]) if data["results"] is not None else None
+        return ResultsResponse(data["state"], results), data["outcome"]
 
     def project(self, project_id: int | None) -> int:
         """The project a call is about: the argument, else the configured default."""

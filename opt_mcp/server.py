@@ -19,12 +19,13 @@ from opt_mcp import __version__, prompts
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
-from opt_mcp.guard import Audit, FileLedger, Guard, MemoryLedger, TokenSigner
+from opt_mcp.guard import Audit, FileLedger, Guard, Ledger, StoreLedger, TokenSigner
 from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
+from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
 from opt_mcp.views import (
     EnvironmentList,
@@ -148,24 +149,30 @@ def build_server(
     sandboxed = sandbox is not None or sandbox_url is not None
     if people is None and not sandboxed and not settings.token:
         raise ConfigError("OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN: on stdio there is no one else's token")
-    # One ledger per server (a token used in one session is used for every session), or one file for all workers.
-    ledger = FileLedger(settings.ledger_file) if settings.ledger_file else MemoryLedger()
-    audit = Audit(settings.audit_log)
+    # What replicas share: Redis when configured, else this process. The record of used confirmation tokens lives
+    # there too, unless a host's worker processes share a file instead (and no Redis).
+    store: Store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    ledger: Ledger = StoreLedger(store)
+    if settings.ledger_file and not settings.redis_url:
+        ledger = FileLedger(settings.ledger_file)
+    audit = Audit(settings.audit_log, store)
     # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
     if rate_limits is None and sandboxed:
         rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
     def client_for(token: str) -> OptimizelyClient:
         if sandbox is not None:
-            return sandbox.client(token, rate_limits=rate_limits, retry=retry)
+            return sandbox.client(token, rate_limits=rate_limits, retry=retry, shared=store)
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
-        return OptimizelyClient(token, base_url=base_url, rate_limits=rate_limits, retry=retry)
+        return OptimizelyClient(token, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store)
 
     everyone: People | None = None
     if people is not None:
         shared = (settings.token or SANDBOX_TOKEN) if sandboxed else settings.token
-        everyone = People(settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger)
+        everyone = People(
+            settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger, store=store
+        )
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Runtime | People]:
@@ -176,8 +183,11 @@ def build_server(
         guard = Guard(signer, audit, settings.confirm)
         # A forced sandbox gets the configured token too (it never keeps one): a sandbox set to require a token
         # then proves the token is sent, and that it never leaks into a result, an error or a log line.
-        async with client_for(settings.token or (SANDBOX_TOKEN if sandboxed else "")) as client:
-            yield Runtime(settings=settings, client=client, guard=guard)
+        try:
+            async with client_for(settings.token or (SANDBOX_TOKEN if sandboxed else "")) as client:
+                yield Runtime(settings=settings, client=client, guard=guard, store=store)
+        finally:
+            await store.aclose()
 
     server = OptMCPServer(
         SERVER_NAME,

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import CallToolResult
 
+from opt_mcp import shared
 from opt_mcp.api.models import ExperimentMetricResults
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.runtime import RESULTS_MEMORY
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
 from opt_mcp.tools.results import variation_figures
@@ -233,14 +233,15 @@ async def test_asking_twice_uses_the_cache(sandbox: Sandbox) -> None:
     assert len(sandbox.requests("GET", "/results$")) == 3
 
 
-async def test_the_cache_forgets_the_oldest_question(sandbox: Sandbox) -> None:
+async def test_the_cache_forgets_the_oldest_question(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared, "CACHE_ENTRIES", 8)  # a small cache, to fill it quickly
     async with Client(make(sandbox)) as c:
         await c.call_tool("get_results", PRODUCTION)
-        for day in range(1, RESULTS_MEMORY + 1):  # as many other windows as the cache holds
+        for day in range(1, shared.CACHE_ENTRIES + 1):  # as many other windows as the cache holds
             window = {"end_time": f"2026-11-{day % 23 + 1:02d}T{day // 23:02d}:00:00Z"}
             assert not (await c.call_tool("get_results", {**PRODUCTION, **window})).is_error
         await c.call_tool("get_results", PRODUCTION)
-    assert len(sandbox.requests("GET", "/results$")) == RESULTS_MEMORY + 2
+    assert len(sandbox.requests("GET", "/results$")) == shared.CACHE_ENTRIES + 2
 
 
 def many_metrics(sandbox: Sandbox, count: int) -> None:

@@ -17,9 +17,10 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.guard import FileLedger, MemoryLedger, Refused, Stale, TokenSigner
+from opt_mcp.guard import FileLedger, Refused, Stale, StoreLedger, TokenSigner
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
+from opt_mcp.shared import MemoryStore
 from tests.conftest import FAST_RETRY
 
 pytestmark = pytest.mark.anyio
@@ -212,27 +213,27 @@ async def test_a_change_between_preview_and_confirm_returns_a_fresh_preview(sand
     assert len(writes(sandbox)) == 2  # the other person's, then the one confirmed on the fresh preview
 
 
-def test_signer_units() -> None:
-    ledger = MemoryLedger()
+async def test_signer_units() -> None:
+    ledger = StoreLedger(MemoryStore())
     signer = TokenSigner(b"k" * 32, ledger)
     token, _ = signer.issue("t", {"a": 1}, {"f": 1})
     with pytest.raises(Stale):
-        signer.redeem(token, "t", {"a": 1}, {"f": 2})
-    signer.redeem(token, "t", {"a": 1}, {"f": 1})
+        await signer.redeem(token, "t", {"a": 1}, {"f": 2})
+    await signer.redeem(token, "t", {"a": 1}, {"f": 1})
     with pytest.raises(Refused, match="already used"):
-        signer.redeem(token, "t", {"a": 1}, {"f": 1})
+        await signer.redeem(token, "t", {"a": 1}, {"f": 1})
     with pytest.raises(ValueError, match="32 bytes"):
         TokenSigner(b"short", ledger)
     assert "k" * 32 not in repr(signer)
 
 
-def test_a_file_ledger_is_shared_by_every_process_that_opens_it(tmp_path: Path) -> None:
+async def test_a_file_ledger_is_shared_by_every_process_that_opens_it(tmp_path: Path) -> None:
     path = str(tmp_path / "ledger.sqlite")
     first, second = FileLedger(path), FileLedger(path)  # as two worker processes open it
-    assert first.use("token-a", time.time() + 60)
-    assert not second.use("token-a", time.time() + 60)  # used on one worker: used on all
-    assert second.use("token-b", time.time() + 60)
-    assert first.use("expired", time.time() - 1) and second.use("expired", time.time() + 60)  # expired ones go
+    assert await first.use("token-a", time.time() + 60)
+    assert not await second.use("token-a", time.time() + 60)  # used on one worker: used on all
+    assert await second.use("token-b", time.time() + 60)
+    assert await first.use("expired", time.time() - 1) and await second.use("expired", time.time() + 60)
 
 
 # ------------------------------------------------------------------------------------------------------------------

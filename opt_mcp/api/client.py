@@ -7,6 +7,7 @@ the published rate limits; bounded waits on 429; retries of safe calls only; eve
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -34,6 +35,7 @@ from opt_mcp.api.models import (
 )
 from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
 from opt_mcp.calls import note_api_call
+from opt_mcp.shared import Store
 
 log = logging.getLogger("opt_mcp.api")
 
@@ -44,6 +46,11 @@ _RESULTS_PATH = re.compile(r"^/v2/(experiments|campaigns)/[^/]+/results")
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+
+
+def token_digest(token: str) -> str:
+    """What names a token in shared keys and caches: a digest, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def _raw(response: httpx.Response) -> httpx.Response:
@@ -154,7 +161,9 @@ class OptimizelyClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        shared: Store | None = None,
     ) -> None:
+        """``shared``: where the replicas of a deployment keep each token's rate-limit budget (opt_mcp.shared)."""
         if not token or not token.strip():
             raise ValueError("An Optimizely API token is required (OPTIMIZELY_API_TOKEN).")
         self._token = token.strip()
@@ -165,8 +174,11 @@ class OptimizelyClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         limits = rate_limits or RateLimits()
+        self.owner = token_digest(self._token)  # names this token in shared keys and caches
         self._pacers = {
-            name: Pacer(name, windows, clock=clock, sleep=sleep)
+            name: Pacer(
+                name, windows, clock=clock, sleep=sleep, shared=shared, shared_key=f"budget:{self.owner}:{name}"
+            )
             for name, windows in (("flags", limits.flags), ("v2", limits.v2), ("results", limits.results))
         }
         self._http = httpx.AsyncClient(

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+
+from opt_mcp.shared import Store, StoreDown
+
+log = logging.getLogger("opt_mcp.api")
 
 # A reset value above this is a Unix timestamp; below, a number of seconds (both are seen in the wild).
 _EPOCH_THRESHOLD = 1_000_000_000
@@ -68,6 +73,9 @@ class Pacer:
     _server_limit: int | None = None
     _server_remaining: int | None = None
     _server_reset_at: float | None = None
+    # The budget every replica of a deployment draws from, for this token and class of endpoint (opt_mcp.shared).
+    shared: Store | None = None
+    shared_key: str = ""
 
     async def acquire(self) -> float | None:
         """Wait until a request may be sent, then count it as sent; its stamp, for ``settle``."""
@@ -79,9 +87,25 @@ class Pacer:
                 await self.sleep(delay)
             if not self.windows:
                 return None
+            if self.shared is not None:
+                await self._shared_turn(self.shared)
             stamp = self.clock()
             self._sent.append(stamp)
             return stamp
+
+    async def _shared_turn(self, shared: Store) -> None:
+        """Wait for a place in the budget the replicas share (this process's own pacing already holds)."""
+        windows = [(window.requests, window.seconds) for window in self.windows]
+        while True:
+            try:
+                wait = await shared.reserve(f"budget:{self.shared_key}", windows)
+            except StoreDown as exc:
+                # Reads carry on without the shared budget: this process still keeps to the limits on its own.
+                log.warning("rate-limit budget not shared for now (%s): pacing this process alone", exc)
+                return
+            if wait <= 0:
+                return
+            await self.sleep(wait)
 
     def settle(self, stamp: float | None) -> None:
         """Count a request from when its answer came rather than when it left. The server counted it on arrival,

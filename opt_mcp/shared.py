@@ -1,0 +1,187 @@
+"""What the replicas of one deployment share: the single-use record of confirmation tokens, the rate-limit budget
+of each Optimizely token, short-lived result caches and the audit stream. In this process (the default), or in
+Redis (``OPT_MCP_REDIS_URL``) when several replicas must see the same state; nothing else in opt-mcp knows which.
+
+Keys are namespaced (``opt-mcp:``) and expire. When Redis cannot be reached, each operation raises ``StoreDown``:
+callers decide what fails closed (a write without the token ledger) and what carries on (a read without the shared
+budget or the cache). The Redis client reconnects by itself once the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+NAMESPACE = "opt-mcp:"
+CACHE_ENTRIES = 1024  # in this process: the most recent answers, the older ones dropped
+AUDIT_ENTRIES = 100_000  # the audit stream keeps about this many entries
+AUDIT_DAYS = 30  # and expires this long after its last entry
+
+
+class StoreDown(Exception):
+    """The shared store cannot be reached (Redis is down or unreachable)."""
+
+
+class Store(Protocol):
+    """The operations replicas share. Every key is namespaced by the store; ``ttl`` is in seconds."""
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Mark ``key`` taken until it expires: True for the first caller only, across every replica, atomically."""
+        ...
+
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+        """Count one request against ``key``'s sliding windows of (requests, seconds): 0 when it may go now (and is
+        counted), else the seconds to wait before asking again (and nothing is counted)."""
+        ...
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str, ttl: float) -> None: ...
+
+    async def append(self, stream: str, entry: dict[str, Any]) -> None:
+        """Add ``entry`` to a bounded stream (the audit trail)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """The shared state of a single process: the default, and all one process needs."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._claimed: dict[str, float] = {}
+        self._sent: dict[str, deque[float]] = {}
+        self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.streams: dict[str, deque[dict[str, Any]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = self._clock()
+        for stale in [k for k, until in self._claimed.items() if until <= now]:
+            del self._claimed[stale]
+        if key in self._claimed:
+            return False
+        self._claimed[key] = now + ttl
+        return True
+
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+        now = self._clock()
+        sent = self._sent.setdefault(key, deque())
+        longest = max((seconds for _, seconds in windows), default=0.0)
+        while sent and sent[0] <= now - longest:
+            sent.popleft()
+        wait = 0.0
+        for requests, seconds in windows:
+            inside = [t for t in sent if t > now - seconds]
+            if len(inside) >= requests:
+                wait = max(wait, inside[-requests] + seconds - now)
+        if wait > 0:
+            return wait
+        sent.append(now)
+        return 0.0
+
+    async def get(self, key: str) -> str | None:
+        found = self._cache.get(key)
+        if found is None or found[0] <= self._clock():
+            return None
+        return found[1]
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        self._cache[key] = (self._clock() + ttl, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def append(self, stream: str, entry: dict[str, Any]) -> None:
+        self.streams.setdefault(stream, deque(maxlen=AUDIT_ENTRIES)).append(entry)
+
+    async def aclose(self) -> None:
+        return None
+
+
+# One sliding window per key: drop what left the window, then either count this request in every window (0) or
+# say how long until the oldest request that blocks it leaves (milliseconds). Redis's clock, not the replicas'.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  if count >= limit then
+    local blocker = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+    wait = math.max(wait, tonumber(blocker[2]) + window - now)
+  end
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[1])
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i + 1]))
+end
+return 0
+"""
+
+
+class RedisStore:
+    """The shared state in Redis, for replicas behind a load balancer (``pip install 'opt-mcp[redis]'``)."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        from redis.asyncio import Redis  # only a deployment with Redis needs the package
+
+        self._redis: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False, decode_responses=True
+        )
+        self._reserve = self._redis.register_script(_RESERVE)
+
+    def __repr__(self) -> str:
+        return "RedisStore()"  # the URL may hold a password
+
+    async def _run(self, operation: Any) -> Any:
+        from redis.exceptions import ConnectionError as Unreachable
+        from redis.exceptions import TimeoutError as Slow
+
+        try:
+            return await operation
+        except (Unreachable, Slow, OSError) as exc:
+            raise StoreDown(f"Redis is unreachable ({type(exc).__name__})") from None
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        done = await self._run(self._redis.set(NAMESPACE + key, "1", nx=True, px=max(1, int(ttl * 1000))))
+        return bool(done)
+
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+        keys = [f"{NAMESPACE}{key}:{seconds:g}s" for _, seconds in windows]
+        arguments: list[Any] = [secrets.token_hex(8)]
+        for requests, seconds in windows:
+            arguments += [requests, int(seconds * 1000)]
+        wait = await self._run(self._reserve(keys=keys, args=arguments))
+        return float(wait) / 1000
+
+    async def get(self, key: str) -> str | None:
+        value = await self._run(self._redis.get(NAMESPACE + key))
+        return None if value is None else str(value)
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        await self._run(self._redis.set(NAMESPACE + key, value, px=max(1, int(ttl * 1000))))
+
+    async def append(self, stream: str, entry: dict[str, Any]) -> None:
+        name = NAMESPACE + stream
+        fields = {"entry": json.dumps(entry, ensure_ascii=False, default=str)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(name, fields, maxlen=AUDIT_ENTRIES, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(name, AUDIT_DAYS * 86_400)
+            await self._run(pipe.execute())
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
