@@ -9,9 +9,7 @@ budget or the cache). The Redis client reconnects by itself once the server is b
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -37,9 +35,14 @@ class Store(Protocol):
         """Mark ``key`` taken until it expires: True for the first caller only, across every replica, atomically."""
         ...
 
-    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
-        """Count one request against ``key``'s sliding windows of (requests, seconds): 0 when it may go now (and is
-        counted), else the seconds to wait before asking again (and nothing is counted)."""
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
+        """Count request ``member`` against ``key``'s sliding windows of (requests, seconds): 0 when it may go now
+        (and is counted), else the seconds to wait before asking again (and nothing is counted)."""
+        ...
+
+    async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+        """Count ``member`` from now on (its answer came): Optimizely counted it on arrival, after it was sent, and
+        counting from the send could let the next request in early."""
         ...
 
     async def get(self, key: str) -> str | None: ...
@@ -59,10 +62,9 @@ class MemoryStore:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
         self._claimed: dict[str, float] = {}
-        self._sent: dict[str, deque[float]] = {}
+        self._sent: dict[str, dict[str, float]] = {}  # key -> request -> when it counts from
         self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self.streams: dict[str, deque[dict[str, Any]]] = {}
-        self._lock = asyncio.Lock()
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = self._clock()
@@ -73,21 +75,27 @@ class MemoryStore:
         self._claimed[key] = now + ttl
         return True
 
-    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
         now = self._clock()
-        sent = self._sent.setdefault(key, deque())
+        sent = self._sent.setdefault(key, {})
         longest = max((seconds for _, seconds in windows), default=0.0)
-        while sent and sent[0] <= now - longest:
-            sent.popleft()
+        for gone in [m for m, at in sent.items() if at <= now - longest]:
+            del sent[gone]
+        times = sorted(sent.values())
         wait = 0.0
         for requests, seconds in windows:
-            inside = [t for t in sent if t > now - seconds]
+            inside = [t for t in times if t > now - seconds]
             if len(inside) >= requests:
                 wait = max(wait, inside[-requests] + seconds - now)
         if wait > 0:
             return wait
-        sent.append(now)
+        sent[member] = now
         return 0.0
+
+    async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+        sent = self._sent.get(key, {})
+        if member in sent:
+            sent[member] = self._clock()
 
     async def get(self, key: str) -> str | None:
         found = self._cache.get(key)
@@ -131,6 +139,14 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
+_RESTAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', now, ARGV[1])
+end
+return 0
+"""
 
 
 class RedisStore:
@@ -143,6 +159,7 @@ class RedisStore:
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False, decode_responses=True
         )
         self._reserve = self._redis.register_script(_RESERVE)
+        self._restamp = self._redis.register_script(_RESTAMP)
 
     def __repr__(self) -> str:
         return "RedisStore()"  # the URL may hold a password
@@ -160,13 +177,19 @@ class RedisStore:
         done = await self._run(self._redis.set(NAMESPACE + key, "1", nx=True, px=max(1, int(ttl * 1000))))
         return bool(done)
 
-    async def reserve(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
-        keys = [f"{NAMESPACE}{key}:{seconds:g}s" for _, seconds in windows]
-        arguments: list[Any] = [secrets.token_hex(8)]
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
+        arguments: list[Any] = [member]
         for requests, seconds in windows:
             arguments += [requests, int(seconds * 1000)]
-        wait = await self._run(self._reserve(keys=keys, args=arguments))
+        wait = await self._run(self._reserve(keys=self._window_keys(key, windows), args=arguments))
         return float(wait) / 1000
+
+    async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+        await self._run(self._restamp(keys=self._window_keys(key, windows), args=[member]))
+
+    @staticmethod
+    def _window_keys(key: str, windows: Sequence[tuple[int, float]]) -> list[str]:
+        return [f"{NAMESPACE}{key}:{seconds:g}s" for _, seconds in windows]
 
     async def get(self, key: str) -> str | None:
         value = await self._run(self._redis.get(NAMESPACE + key))

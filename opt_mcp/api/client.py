@@ -461,6 +461,7 @@ class OptimizelyClient:
                 )
                 for pacer, stamp in zip(pacers, stamps, strict=True):
                     pacer.settle(stamp)
+                    await pacer.settle_shared(stamp)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 # The request never left: retrying cannot apply a change twice, even for a write.
                 if attempt < self._retry.attempts:

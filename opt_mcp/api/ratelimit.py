@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,6 +77,7 @@ class Pacer:
     # The budget every replica of a deployment draws from, for this token and class of endpoint (opt_mcp.shared).
     shared: Store | None = None
     shared_key: str = ""
+    _members: dict[float, str] = field(default_factory=dict)  # local stamp -> its name in the shared budget
 
     async def acquire(self) -> float | None:
         """Wait until a request may be sent, then count it as sent; its stamp, for ``settle``."""
@@ -87,25 +89,42 @@ class Pacer:
                 await self.sleep(delay)
             if not self.windows:
                 return None
-            if self.shared is not None:
-                await self._shared_turn(self.shared)
+            member = await self._shared_turn(self.shared) if self.shared is not None else None
             stamp = self.clock()
             self._sent.append(stamp)
+            if member is not None:
+                longest = max(window.seconds for window in self.windows)
+                for unsettled in [s for s in self._members if s < stamp - longest]:  # their requests failed
+                    del self._members[unsettled]
+                self._members[stamp] = member
             return stamp
 
-    async def _shared_turn(self, shared: Store) -> None:
-        """Wait for a place in the budget the replicas share (this process's own pacing already holds)."""
+    async def _shared_turn(self, shared: Store) -> str | None:
+        """Wait for a place in the budget the replicas share (this process's own pacing already holds); the name
+        the request is counted under, for ``settle_shared``."""
         windows = [(window.requests, window.seconds) for window in self.windows]
+        member = secrets.token_hex(8)
         while True:
             try:
-                wait = await shared.reserve(f"budget:{self.shared_key}", windows)
+                wait = await shared.reserve(f"budget:{self.shared_key}", windows, member)
             except StoreDown as exc:
                 # Reads carry on without the shared budget: this process still keeps to the limits on its own.
                 log.warning("rate-limit budget not shared for now (%s): pacing this process alone", exc)
-                return
+                return None
             if wait <= 0:
-                return
+                return member
             await self.sleep(wait)
+
+    async def settle_shared(self, stamp: float | None) -> None:
+        """``settle`` for the shared budget: count the request from its answer there too."""
+        member = self._members.pop(stamp, None) if stamp is not None else None
+        if member is None or self.shared is None:
+            return
+        windows = [(window.requests, window.seconds) for window in self.windows]
+        try:
+            await self.shared.restamp(f"budget:{self.shared_key}", windows, member)
+        except StoreDown:
+            return  # counted from its send: a little early, never lost
 
     def settle(self, stamp: float | None) -> None:
         """Count a request from when its answer came rather than when it left. The server counted it on arrival,
