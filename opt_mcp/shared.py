@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Store(Protocol):
 class MemoryStore:
     """The shared state of a single process: the default, and all one process needs."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._claimed: dict[str, float] = {}
         self._sent: dict[str, dict[str, float]] = {}  # key -> request -> when it counts from
