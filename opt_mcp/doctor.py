@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from opt_mcp.api.client import MAX_PER_PAGE, FlagFilters, OptimizelyClient
+from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.config import Settings
 
 Status = Literal["ok", "warn", "fail"]

@@ -14,17 +14,19 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner, person_secret
 from opt_mcp.runtime import Runtime
 from opt_mcp.shared import Store
+
+if TYPE_CHECKING:
+    from opt_mcp.api.client import OptimizelyClient
 
 OPTIMIZELY_TOKEN_HEADER = "x-optimizely-token"  # noqa: S105 - a header name
 ANONYMOUS = "anonymous"  # the one person of a server started with --no-auth
@@ -108,7 +110,7 @@ class People:
         settings = self._settings
         signer = TokenSigner(person_secret(settings.secret, person), self._ledger, ttl=settings.token_ttl)
         guard = Guard(signer, self._audit, settings.confirm, person=person)
-        return Runtime(settings=settings, client=self._clients(token), guard=guard, store=self._store)
+        return Runtime(settings=settings, connect=lambda: self._clients(token), guard=guard, store=self._store)
 
     def _limit(self, person: str) -> None:
         """Keep at most TOKENS_PER_PERSON runtimes for ``person`` and MAX_RUNTIMES in all, least recent first."""
@@ -120,7 +122,7 @@ class People:
 
     def _retire(self, key: tuple[str, str]) -> None:
         _, runtime = self._runtimes.pop(key)
-        task = asyncio.get_running_loop().create_task(runtime.client.aclose())
+        task = asyncio.get_running_loop().create_task(runtime.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -11,9 +11,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
-from opt_mcp.api.client import MAX_PER_PAGE, FlagFilters
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
+from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import clip
 from opt_mcp.progress import advance
 from opt_mcp.runtime import runtime

@@ -7,21 +7,24 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from opt_mcp.api.client import OptimizelyClient, ResultsResponse
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import ExperimentResults, FlagsPage
+from opt_mcp.api.query import ResultsResponse
 from opt_mcp.config import Settings
 from opt_mcp.guard import Guard
 from opt_mcp.shared import MemoryStore, Store, StoreDown
+
+if TYPE_CHECKING:
+    from opt_mcp.api.client import OptimizelyClient
 
 PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
@@ -32,13 +35,26 @@ Answer = tuple[ResultsResponse, str | None]
 @dataclass
 class Runtime:
     settings: Settings
-    client: OptimizelyClient
+    # Makes the Optimizely client on first use: a server answers tools/list without an HTTP stack loaded.
+    connect: Callable[[], OptimizelyClient]
     guard: Guard
     # Experiment results by (token, experiment, window, baseline), for OPT_MCP_RESULTS_CACHE_SECONDS: a model asking
     # twice in a row does not spend the results endpoint's 20 requests a minute twice (nor do two replicas).
     store: Store = field(default_factory=MemoryStore)
     # API pages a list result was cut from; a cursor that resumes inside one reuses it instead of fetching it again.
     _pages: OrderedDict[str, tuple[float, FlagsPage]] = field(default_factory=OrderedDict)
+    _client: OptimizelyClient | None = None
+
+    @property
+    def client(self) -> OptimizelyClient:
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client, if one was ever made."""
+        if self._client is not None:
+            await self._client.aclose()
 
     async def flags_page(self, project_id: int, link: str, *, resuming: bool) -> FlagsPage:
         """The API page at ``link``; when ``resuming`` inside a page fetched moments ago, that same page."""

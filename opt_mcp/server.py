@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.types import Tool, ToolAnnotations
 from pydantic import BaseModel, TypeAdapter
 
 from opt_mcp import __version__, prompts
-from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, Ledger, StoreLedger, TokenSigner
@@ -24,9 +23,13 @@ from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
-from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
+from opt_mcp.sandbox import SANDBOX_TOKEN
 from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
+
+if TYPE_CHECKING:
+    from opt_mcp.api.client import OptimizelyClient, RetryPolicy
+    from opt_mcp.sandbox import Sandbox
 from opt_mcp.views import (
     EnvironmentList,
     FlagDetail,
@@ -144,9 +147,7 @@ def build_server(
     """
     if not settings.uses_sandbox:
         sandbox = sandbox_url = None  # a test's sandbox is only used when the settings ask for it
-    elif sandbox is None and sandbox_url is None:
-        sandbox = Sandbox(settings.sandbox)
-    sandboxed = sandbox is not None or sandbox_url is not None
+    sandboxed = settings.uses_sandbox  # a sandbox given, one on a port, or one made here on first use
     if people is None and not sandboxed and not settings.token:
         raise ConfigError("OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN: on stdio there is no one else's token")
     # What replicas share: Redis when configured, else this process. The record of used confirmation tokens lives
@@ -161,7 +162,14 @@ def build_server(
         rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
     def client_for(token: str) -> OptimizelyClient:
-        if sandbox is not None:
+        # Imported and built on the first call, not at start-up: tools/list needs neither HTTP nor the sandbox.
+        from opt_mcp.api.client import OptimizelyClient
+        from opt_mcp.sandbox import Sandbox
+
+        nonlocal sandbox
+        if sandboxed and sandbox_url is None:
+            if sandbox is None:
+                sandbox = Sandbox(settings.sandbox)
             return sandbox.client(token, rate_limits=rate_limits, retry=retry, shared=store)
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
@@ -183,10 +191,12 @@ def build_server(
         guard = Guard(signer, audit, settings.confirm)
         # A forced sandbox gets the configured token too (it never keeps one): a sandbox set to require a token
         # then proves the token is sent, and that it never leaks into a result, an error or a log line.
+        token = settings.token or (SANDBOX_TOKEN if sandboxed else "")
+        runtime = Runtime(settings=settings, connect=lambda: client_for(token), guard=guard, store=store)
         try:
-            async with client_for(settings.token or (SANDBOX_TOKEN if sandboxed else "")) as client:
-                yield Runtime(settings=settings, client=client, guard=guard, store=store)
+            yield runtime
         finally:
+            await runtime.aclose()
             await store.aclose()
 
     server = OptMCPServer(

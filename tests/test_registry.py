@@ -21,7 +21,7 @@ ROOT = Path(__file__).parent.parent
 MANIFEST: dict[str, Any] = json.loads((ROOT / "server.json").read_text())
 SCHEMA = json.loads((Path(__file__).parent / "data" / "specs" / "mcp-registry-server.schema.json").read_text())
 # The modules whose settings a desktop (stdio) user can set; hosted-only settings are the operator's, not the package's.
-STDIO_SETTINGS = ["config.py", "sandbox/__init__.py", "logs.py"]
+STDIO_SETTINGS = ["config.py", "sandbox/config.py", "logs.py"]
 
 
 def package() -> dict[str, Any]:

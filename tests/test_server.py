@@ -466,3 +466,29 @@ def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
         assert not [
             line for line in diagnostics if "portability" in line.lower() or line.startswith(("Warning", "Error"))
         ]
+
+
+def test_tools_list_loads_neither_http_nor_the_sandbox() -> None:
+    """Start-up answers tools/list without importing the HTTP stack, the API client or the sandbox: they load on
+    the first call (bench/run measures what this saves; this only keeps it from coming back)."""
+    script = """
+import sys, anyio
+from mcp import Client
+from opt_mcp.config import Settings
+from opt_mcp.server import build_server
+heavy = ("httpx", "opt_mcp.api.client", "opt_mcp.sandbox.app", "opt_mcp.sandbox.gateway")
+async def main():
+    async with Client(build_server(Settings())) as client:
+        await client.list_tools()
+        print(sorted(m for m in heavy if m in sys.modules))
+        assert not (await client.call_tool("get_flag", {"flag_key": "product_sort"})).is_error
+        print(sorted(m for m in heavy if m in sys.modules))
+anyio.run(main)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_sandbox_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    listed, called = done.stdout.strip().splitlines()
+    assert listed == "[]"
+    assert called == str(sorted(["httpx", "opt_mcp.api.client", "opt_mcp.sandbox.app", "opt_mcp.sandbox.gateway"]))

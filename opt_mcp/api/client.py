@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
@@ -33,6 +33,7 @@ from opt_mcp.api.models import (
     Project,
     Ruleset,
 )
+from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters, ResultsResponse
 from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
 from opt_mcp.calls import note_api_call
 from opt_mcp.shared import Store
@@ -41,7 +42,6 @@ log = logging.getLogger("opt_mcp.api")
 
 DEFAULT_BASE_URL = "https://api.optimizely.com"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-MAX_PER_PAGE = 100
 _RESULTS_PATH = re.compile(r"^/v2/(experiments|campaigns)/[^/]+/results")
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 T = TypeVar("T")
@@ -66,60 +66,6 @@ class RetryPolicy:
     backoff_max: float = 8.0
     max_rate_limit_wait: float = 60.0
     """Seconds spent waiting out 429s for one call, in total, before giving up."""
-
-
-@dataclass(frozen=True)
-class FlagFilters:
-    """Filters of ``GET /projects/{project_id}/flags``.
-
-    Multi-valued filters are sent comma-joined; a value starting with ``!`` excludes (``rule_type=["!a/b"]``).
-    """
-
-    archived: bool | None = None
-    query: str | None = None
-    key_list: Sequence[str] = ()
-    environment: Sequence[str] = ()
-    enabled: bool | None = None
-    rule_type: Sequence[str] = ()
-    rule_status: Sequence[str] = ()
-    environment_status: Sequence[str] = ()
-    environment_type: Sequence[str] = ()
-    sort: Sequence[str] = ()
-    owner_user_id: str | None = None
-    team_ids: Sequence[str] = ()
-
-    def params(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name in ("archived", "enabled"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = "true" if value else "false"
-        for name in ("query", "owner_user_id"):
-            value = getattr(self, name)
-            if value:
-                out[name] = value
-        for name in (
-            "key_list",
-            "environment",
-            "rule_type",
-            "rule_status",
-            "environment_status",
-            "environment_type",
-            "sort",
-            "team_ids",
-        ):
-            values = getattr(self, name)
-            if values:
-                out[name] = ",".join(values)
-        return out
-
-
-@dataclass(frozen=True)
-class ResultsResponse:
-    """Experiment results, or why there are none yet: 202 = still computing, 204 = no data."""
-
-    state: Literal["ready", "processing", "no_data"]
-    results: ExperimentResults | None = None
 
 
 class _BearerAuth(httpx.Auth):

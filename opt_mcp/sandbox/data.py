@@ -10,6 +10,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opt_mcp.sandbox.config import SEED_PROJECT_ID
 from opt_mcp.sandbox.store import (
     EnvironmentRecord,
     FlagRecord,
@@ -19,8 +20,7 @@ from opt_mcp.sandbox.store import (
     timestamp,
 )
 
-# The seed documents' project (the Flags API walkthrough): the sandbox's default project.
-SEED_PROJECT_ID = 5629661695180800
+# The seed documents' account (SEED_PROJECT_ID, the sandbox's default project, is in sandbox.config).
 SEED_ACCOUNT_ID = 10886221501
 # A second flags project whose id is above 2**53, so every layer proves large ids survive JSON.
 MOBILE_PROJECT_ID = 9007199254740993

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -10,13 +10,16 @@ from mcp.types import CallToolResult
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from opt_mcp import render
-from opt_mcp.api.client import MAX_PER_PAGE, FlagFilters, OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
+from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import Detail, Fitted, clip, largest_fitting
 from opt_mcp.cursor import Cursor, CursorError, fingerprint
 from opt_mcp.runtime import api_errors, runtime
 from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation
+
+if TYPE_CHECKING:
+    from opt_mcp.api.client import OptimizelyClient  # HTTP is imported on first use, not at start-up
 
 # Optimizely's rule for flag keys: letters, digits, '-' and '_', at most 64 characters.
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -289,7 +292,7 @@ def _clip_texts(view: FlagDetail) -> tuple[FlagDetail, list[Truncation]]:
     return view.model_copy(update={"description": description, "variables": variables}), notes
 
 
-async def _closest_keys(client: OptimizelyClient, project_id: int, key: str) -> list[str]:
+async def _closest_keys(client: "OptimizelyClient", project_id: int, key: str) -> list[str]:
     """Existing keys close to a mistyped one, from at most two searches (never a walk of every flag)."""
     parts = sorted((p for p in re.split(r"[-_]", key) if len(p) >= 3), key=len, reverse=True)
     candidates: set[str] = set()

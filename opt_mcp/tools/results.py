@@ -10,8 +10,8 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from opt_mcp import render
-from opt_mcp.api.client import ResultsResponse
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
+from opt_mcp.api.query import ResultsResponse
 from opt_mcp.budget import Fitted, largest_fitting
 from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId

@@ -16,9 +16,9 @@ from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from opt_mcp import render
-from opt_mcp.api.client import FlagFilters
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
+from opt_mcp.api.query import FlagFilters
 from opt_mcp.budget import respond
 from opt_mcp.guard import AlreadyInPlace, Confirm, Decision, Preview, ask
 from opt_mcp.progress import advance

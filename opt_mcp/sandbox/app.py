@@ -1,0 +1,142 @@
+"""The sandbox itself: one simulated account (its state, ASGI app, faults and request log), and serving it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from opt_mcp.api.client import OptimizelyClient, RetryPolicy
+from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SandboxConfig
+from opt_mcp.sandbox.data import MAX_ENVIRONMENTS, build_store
+from opt_mcp.sandbox.endpoints import Endpoints
+from opt_mcp.sandbox.faults import Fault, FaultKind, FaultPlan, FaultTransport, RequestLog, RequestRecord
+from opt_mcp.sandbox.gateway import Gateway
+from opt_mcp.sandbox.results import utc_now
+
+
+class Sandbox:
+    """One simulated Optimizely account: its state, its ASGI app, its faults and its request log."""
+
+    def __init__(self, config: SandboxConfig | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config or SandboxConfig()
+        if not 1 <= self.config.environments <= MAX_ENVIRONMENTS:
+            raise ValueError(f"environments must be between 1 and {MAX_ENVIRONMENTS}")
+        self.store = build_store(
+            flags=self.config.flags,
+            seed=self.config.seed,
+            environments=self.config.environments,
+            max_rules=self.config.max_rules,
+        )
+        self.faults = FaultPlan()
+        self.log = RequestLog()
+        self.endpoints = Endpoints(self.store, seed=self.config.seed, clock=clock)
+        self.gateway = Gateway(
+            faults=self.faults,
+            log=self.log,
+            rate_limits=self.config.rate_limits,
+            token=self.config.token,
+            grants=self.config.grants,
+            reset_style=self.config.reset_style,
+        )
+        self.app = Starlette(routes=self._routes())
+
+    def _routes(self) -> list[Route]:
+        e, wrap = self.endpoints, self.gateway.wrap
+        flags = "/flags/v1/projects/{project_id}/flags"
+        ruleset = flags + "/{flag_key}/environments/{environment_key}/ruleset"
+        table: list[tuple[str, str, Callable[[Request], Any]]] = [
+            ("GET", flags, e.list_flags),
+            ("PATCH", flags, e.patch_flags),
+            ("POST", flags + "/archived", e.archive_flags),
+            ("POST", flags + "/unarchived", e.unarchive_flags),
+            ("GET", flags + "/{flag_key}", e.get_flag),
+            ("DELETE", flags + "/{flag_key}", e.delete_flag),
+            ("GET", ruleset, e.get_ruleset),
+            ("PATCH", ruleset, e.patch_ruleset),
+            ("POST", ruleset + "/enabled", e.enable_ruleset),
+            ("POST", ruleset + "/disabled", e.disable_ruleset),
+            ("GET", "/flags/v1/projects/{project_id}/environments", e.list_environments),
+            ("GET", "/v2/projects", e.list_projects),
+            ("GET", "/v2/projects/{project_id}", e.get_project),
+            ("GET", "/v2/experiments/{experiment_id}/results", e.experiment_results),
+            ("GET", "/v2/experiments/{experiment_id}/report", e.experiment_report),
+        ]
+        routes = [Route(path, wrap(handler), methods=[method]) for method, path, handler in table]
+        # Anything else is still logged and answered in the API's style.
+        routes.append(Route("/{path:path}", wrap(e.not_found), methods=["GET", "POST", "PATCH", "PUT", "DELETE"]))
+        control = [
+            Route("/_sandbox/requests", self._control_requests, methods=["GET", "DELETE"]),
+            Route("/_sandbox/faults", self._control_faults, methods=["POST", "DELETE"]),
+        ]
+        return control + routes
+
+    # Control endpoints, for a sandbox on a port driven from another process (never logged, never limited).
+    async def _control_requests(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.log.clear()
+            return Response(status_code=204)
+        records = [{**asdict(r), "body": r.body.decode(errors="replace")} for r in self.log.records()]
+        return JSONResponse(records)
+
+    async def _control_faults(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.faults.clear()
+            return Response(status_code=204)
+        spec = json.loads(await request.body())
+        if isinstance(spec.get("body"), str):
+            spec["body"] = spec["body"].encode()
+        self.faults.add(Fault(**spec))
+        return Response(status_code=201)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # For tests and the server
+    # ----------------------------------------------------------------------------------------------------------
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport into this sandbox, with transport-level faults."""
+        return FaultTransport(httpx.ASGITransport(app=self.app), self.faults, self.log)
+
+    def client(
+        self,
+        token: str = SANDBOX_TOKEN,
+        *,
+        rate_limits: RateLimits | None = None,
+        retry: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> OptimizelyClient:
+        """An OptimizelyClient wired to this sandbox in process."""
+        return OptimizelyClient(
+            token,
+            base_url=SANDBOX_ORIGIN,
+            transport=self.transport(),
+            rate_limits=rate_limits,
+            retry=retry,
+            **kwargs,
+        )
+
+    def inject(self, kind: FaultKind, path: str = "", **options: Any) -> Fault:
+        """Add a fault; see ``Fault`` for the options. Returns it, so a test can read ``hits``."""
+        return self.faults.add(Fault(kind=kind, path=path, **options))
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[RequestRecord]:
+        """What reached the sandbox (optionally one method, and ``path`` a regex searched in the path)."""
+        return self.log.records(method, path)
+
+
+def serve(config: SandboxConfig, *, port: int, host: str = "127.0.0.1") -> None:
+    """Serve a sandbox on a loopback port until interrupted."""
+    import uvicorn  # imported here: only this command needs it
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("The sandbox only listens on loopback (127.0.0.1)")
+    uvicorn.run(Sandbox(config).app, host=host, port=port, log_level="warning")

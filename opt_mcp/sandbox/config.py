@@ -1,0 +1,54 @@
+"""The sandbox's settings and names: all that start-up needs of it (the sandbox itself is built on first use)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opt_mcp.api.ratelimit import RateLimits
+
+# The seed documents' project (shared/seeds/004_…): the default project of the sandbox.
+SEED_PROJECT_ID = 5629661695180800
+# A name that can never resolve (RFC 2606), so nothing meant for the sandbox can leave the process.
+SANDBOX_ORIGIN = "http://sandbox.opt-mcp.invalid"
+# What the server uses for the sandbox when nobody brings a token of their own (not a secret: the sandbox is local).
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """The sandbox's knobs. ``flags`` generated flags are added to the seed project, deterministic from ``seed``."""
+
+    flags: int = 0
+    seed: int = 0
+    environments: int = 2
+    max_rules: int = 4
+    token: str | None = None
+    # Personal tokens and the projects each may see (a token not listed sees every project).
+    grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    reset_style: Literal["epoch", "seconds"] = "epoch"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SandboxConfig:
+        """Read ``OPT_MCP_SANDBOX_FLAGS``, ``OPT_MCP_SANDBOX_SEED`` and ``OPT_MCP_SANDBOX_UNLIMITED`` (no rate
+        limits, for load tests); a malformed value raises ValueError."""
+        values: dict[str, Any] = {}
+        for name, attr, low, high in (
+            ("OPT_MCP_SANDBOX_FLAGS", "flags", 0, 100_000),
+            ("OPT_MCP_SANDBOX_SEED", "seed", 0, 2**63),
+        ):
+            raw = environ.get(name, "").strip()
+            if raw:
+                if not raw.isdigit() or not low <= int(raw) <= high:
+                    raise ValueError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
+                values[attr] = int(raw)
+        unlimited = environ.get("OPT_MCP_SANDBOX_UNLIMITED", "").strip().lower()
+        if unlimited not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+            raise ValueError(f"OPT_MCP_SANDBOX_UNLIMITED must be true or false, not {unlimited!r}")
+        if unlimited in ("1", "true", "yes", "on"):
+            values["rate_limits"] = RateLimits.unlimited()
+        values.update(overrides)
+        return cls(**values)
