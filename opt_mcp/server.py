@@ -37,6 +37,7 @@ from opt_mcp.views import (
     ProjectList,
     ResultsSummary,
     WriteResult,
+    inlined,
     without_titles,
 )
 
@@ -106,7 +107,7 @@ OUTPUTS = {spec.fn.__name__: spec.output.__name__ for spec in READ_TOOLS + WRITE
 def output_schemas() -> dict[str, dict[str, Any]]:
     """Each view's JSON schema, generated now: what OUTPUT_SCHEMAS must hold."""
     views = {spec.output for spec in READ_TOOLS + WRITE_TOOLS}
-    return {view.__name__: TypeAdapter(view).json_schema() for view in sorted(views, key=lambda v: v.__name__)}
+    return {view.__name__: inlined(TypeAdapter(view).json_schema()) for view in sorted(views, key=lambda v: v.__name__)}
 
 
 class OptMCPServer(MCPServer[Any]):

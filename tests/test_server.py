@@ -26,6 +26,7 @@ from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
+from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
 
 pytestmark = pytest.mark.anyio
@@ -492,3 +493,19 @@ anyio.run(main)
     listed, called = done.stdout.strip().splitlines()
     assert listed == "[]"
     assert called == str(sorted(["httpx", "opt_mcp.api.client", "opt_mcp.sandbox.app", "opt_mcp.sandbox.gateway"]))
+
+
+def test_output_schemas_are_self_contained_and_recursion_would_be_caught() -> None:
+    shipped = json.loads(OUTPUT_SCHEMAS.read_text())
+    assert all("$ref" not in json.dumps(schema) and "$defs" not in schema for schema in shipped.values())
+    looped = {
+        "$ref": "#/$defs/Node",
+        "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+    }
+    with pytest.raises(ValueError, match="refers to itself"):
+        inlined(looped)
+    described = {
+        "$defs": {"A": {"type": "string", "description": "a"}},
+        "properties": {"x": {"$ref": "#/$defs/A", "description": "x"}},
+    }
+    assert inlined(described) == {"properties": {"x": {"type": "string", "description": "x"}}}
