@@ -26,10 +26,6 @@ from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN
 from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
-
-if TYPE_CHECKING:
-    from opt_mcp.api.client import OptimizelyClient, RetryPolicy
-    from opt_mcp.sandbox import Sandbox
 from opt_mcp.views import (
     EnvironmentList,
     FlagDetail,
@@ -40,6 +36,10 @@ from opt_mcp.views import (
     inlined,
     without_titles,
 )
+
+if TYPE_CHECKING:
+    from opt_mcp.api.client import OptimizelyClient, RetryPolicy
+    from opt_mcp.sandbox import Sandbox
 
 log = logging.getLogger("opt_mcp")
 
