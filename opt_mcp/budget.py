@@ -81,9 +81,13 @@ def structured(view: BaseModel) -> dict[str, object]:
     return view.model_dump(mode="json", exclude_defaults=True)
 
 
-def respond(view: BaseModel, text: str) -> CallToolResult:
-    """The tool result: the text a model reads, and the structured content an app reads (the same facts)."""
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
+def respond(view: BaseModel, text: str, content: dict[str, object] | None = None) -> CallToolResult:
+    """The tool result: the text a model reads, and the structured content an app reads (the same facts);
+    ``content`` is the view's structured content when it is already at hand."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured(view) if content is None else content,
+    )
 
 
 @dataclass
@@ -94,9 +98,14 @@ class Fitted(Generic[V]):
     text: str
 
     @cached_property
+    def content(self) -> dict[str, object]:
+        """The structured content (made once: it is both measured and sent)."""
+        return structured(self.view)
+
+    @cached_property
     def compact(self) -> str:
         """The structured content as compact JSON, as it is measured."""
-        return json.dumps(structured(self.view), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(self.content, separators=(",", ":"), ensure_ascii=False)
 
     @cached_property
     def tokens(self) -> int:
@@ -116,7 +125,7 @@ class Fitted(Generic[V]):
         note_result_tokens(
             measured if measured is not None else (len(self.compact.encode()) + len(self.text.encode())) // 3 + 1
         )
-        return respond(self.view, self.text)
+        return respond(self.view, self.text, self.content)
 
 
 def largest_fitting(
