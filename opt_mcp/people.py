@@ -22,7 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, Guard, Ledger, TokenSigner, person_secret
-from opt_mcp.runtime import Runtime
+from opt_mcp.runtime import Runtime, Runtimes
 from opt_mcp.shared import Store
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def caller(ctx: Context[Any, Any]) -> tuple[str, str | None]:
     return person, sent.strip() if sent and sent.strip() else None
 
 
-class People:
+class People(Runtimes):
     """The Runtimes of everyone using a hosted server, created on first use and closed when idle."""
 
     def __init__(

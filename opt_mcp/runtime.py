@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -118,10 +119,12 @@ class Runtime:
         return chosen
 
 
-@runtime_checkable
-class Runtimes(Protocol):
-    """Where a hosted server finds the calling person's Runtime (``opt_mcp.people.People``)."""
+class Runtimes(ABC):
+    """Where a hosted server finds the calling person's Runtime (``opt_mcp.people.People``). A base class, not a
+    runtime-checkable Protocol: every tool call asks, and a Protocol's isinstance check inspects attributes each
+    time (2 % of a hosted server's CPU)."""
 
+    @abstractmethod
     def runtime(self, ctx: Context[Any, Any]) -> Runtime: ...
 
 
