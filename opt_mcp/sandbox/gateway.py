@@ -89,7 +89,8 @@ class Gateway:
         return endpoint
 
     async def _serve(self, request: Request, handler: Handler) -> Response:
-        path = request.url.path
+        # From the scope: request.url rebuilds and reparses the whole URL on each use.
+        path: str = request.scope["path"]
         body = await request.body()
         v2 = path.startswith("/v2/")
         token = self._bearer(request)
@@ -111,7 +112,7 @@ class Gateway:
             RequestRecord(
                 method=request.method,
                 path=raw_path.decode("latin-1"),
-                query=request.url.query,
+                query=request.scope["query_string"].decode("latin-1"),
                 body=body,
                 status=response.status_code,
                 authorized=token is not None,
@@ -135,7 +136,7 @@ class Gateway:
     async def _limited(self, request: Request, handler: Handler, token: str, v2: bool) -> Response:
         who = hashlib.sha256(token.encode()).hexdigest()
         classes = [("flags", self.rate_limits.flags)] if not v2 else [("v2", self.rate_limits.v2)]
-        if _RESULTS.match(request.url.path):
+        if _RESULTS.match(request.scope["path"]):
             classes.append(("results", self.rate_limits.results))
         now = time.time()
         budget: _Budget | None = None
