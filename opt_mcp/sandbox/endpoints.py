@@ -15,6 +15,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -133,12 +134,13 @@ class Endpoints:
         query = request.query_params
         per_page = _int_param(query.get("per_page"), "per_page", FLAGS_DEFAULT_PER_PAGE, 1, FLAGS_MAX_PER_PAGE)
         window = _int_param(query.get("page_window"), "page_window", 1, 1, 10)
-        flags = [flag for flag in project.flags.values() if _flag_matches(project, flag, query)]
+        filters = _FlagQuery.of(query)
+        flags = [flag for flag in project.flags.values() if filters.matches(project, flag)]
         for spec in reversed(_multi(query, "sort")):
             field, _, direction = spec.partition(":")
             if field not in _SORT_FIELDS or direction not in ("asc", "desc", ""):
                 raise ApiError(400, "Bad Request", f"Invalid sort value {spec!r}: use one of {', '.join(_SORT_FIELDS)}")
-            flags.sort(key=_sort_key(project, query, field), reverse=direction == "desc")
+            flags.sort(key=_sort_key(project, filters, field), reverse=direction == "desc")
         total = len(flags)
         total_pages = max(1, math.ceil(total / per_page))
         page = 1
@@ -465,55 +467,81 @@ def _env_type(env: EnvironmentRecord) -> str:
     return "production" if env.priority == 1 else "development"
 
 
-def _considered(project: ProjectRecord, flag: FlagRecord, query: Any) -> list[tuple[EnvironmentRecord, Any]]:
-    keys = _multi(query, "environment")
-    types = _multi(query, "environment_type")
-    return [
-        (env, flag.rulesets[env.key])
-        for env in project.environments
-        if env.key in flag.rulesets
-        and (not keys or _select(keys, [env.key]))
-        and (not types or _select(types, [_env_type(env)]))
-    ]
+@dataclass(frozen=True)
+class _FlagQuery:
+    """A list request's filters, read from its query string once (not once per flag)."""
 
+    archived: str | None
+    text: str | None
+    keys: list[str]
+    owner: str | None
+    teams: set[str]
+    environments: list[str]
+    environment_types: list[str]
+    enabled: str | None
+    selections: tuple[tuple[str, list[str]], ...]  # environment_status, rule_type, rule_status when given
 
-def _flag_matches(project: ProjectRecord, flag: FlagRecord, query: Any) -> bool:
-    fields = flag.fields
-    archived = query.get("archived")
-    if archived is not None and (archived == "true") != bool(fields.get("archived")):
-        return False
-    text = query.get("query")
-    if text:
-        needle = text.lower()
-        haystack = (fields["key"], fields["name"], fields.get("description") or "")
-        if not any(needle in part.lower() for part in haystack):
+    @classmethod
+    def of(cls, query: Any) -> _FlagQuery:
+        selections = tuple(
+            (name, _multi(query, name))
+            for name in ("environment_status", "rule_type", "rule_status")
+            if _multi(query, name)
+        )
+        return cls(
+            archived=query.get("archived"),
+            text=(query.get("query") or "").lower() or None,
+            keys=_multi(query, "key_list"),
+            owner=query.get("owner_user_id") or None,
+            teams=set(_multi(query, "team_ids")),
+            environments=_multi(query, "environment"),
+            environment_types=_multi(query, "environment_type"),
+            enabled=query.get("enabled"),
+            selections=selections,
+        )
+
+    def considered(self, project: ProjectRecord, flag: FlagRecord) -> list[tuple[EnvironmentRecord, Any]]:
+        """The flag's environments that environment= and environment_type= look at."""
+        return [
+            (env, flag.rulesets[env.key])
+            for env in project.environments
+            if env.key in flag.rulesets
+            and (not self.environments or _select(self.environments, [env.key]))
+            and (not self.environment_types or _select(self.environment_types, [_env_type(env)]))
+        ]
+
+    def matches(self, project: ProjectRecord, flag: FlagRecord) -> bool:
+        fields = flag.fields
+        if self.archived is not None and (self.archived == "true") != bool(fields.get("archived")):
             return False
-    keys = _multi(query, "key_list")
-    if keys and fields["key"] not in keys:
-        return False
-    owner = query.get("owner_user_id")
-    if owner and fields.get("owner_user_id") != owner:
-        return False
-    teams = _multi(query, "team_ids")
-    if teams and not set(teams) & set(fields.get("team_ids") or []):
-        return False
-    envs = _considered(project, flag, query)
-    enabled = query.get("enabled")
-    if enabled is not None and (enabled == "true") != any(rs.enabled for _, rs in envs):
-        return False
-    checks = (
-        ("environment_status", [rs.status for _, rs in envs]),
-        ("rule_type", [r["type"] for _, rs in envs for r in rs.rules.values()]),
-        ("rule_status", [r["status"] for _, rs in envs for r in rs.rules.values()]),
-    )
-    return all(_select(_multi(query, name), values) for name, values in checks if _multi(query, name))
+        if self.text:
+            haystack = (fields["key"], fields["name"], fields.get("description") or "")
+            if not any(self.text in part.lower() for part in haystack):
+                return False
+        if self.keys and fields["key"] not in self.keys:
+            return False
+        if self.owner and fields.get("owner_user_id") != self.owner:
+            return False
+        if self.teams and not self.teams & set(fields.get("team_ids") or []):
+            return False
+        if self.enabled is None and not self.selections:
+            return True
+        envs = self.considered(project, flag)
+        if self.enabled is not None and (self.enabled == "true") != any(rs.enabled for _, rs in envs):
+            return False
+        values = {
+            "environment_status": lambda: [rs.status for _, rs in envs],
+            "rule_type": lambda: [r["type"] for _, rs in envs for r in rs.rules.values()],
+            "rule_status": lambda: [r["status"] for _, rs in envs for r in rs.rules.values()],
+        }
+        return all(_select(spec, values[name]()) for name, spec in self.selections)
 
 
-def _sort_key(project: ProjectRecord, query: Any, field: str) -> Callable[[FlagRecord], Any]:
+def _sort_key(project: ProjectRecord, filters: _FlagQuery, field: str) -> Callable[[FlagRecord], Any]:
     if field == "enabled_in_environment":
-        return lambda flag: sum(rs.enabled for _, rs in _considered(project, flag, query))
+        return lambda flag: sum(rs.enabled for _, rs in filters.considered(project, flag))
     if field == "rules_in_environment":
-        return lambda flag: sum(len(rs.rules) for _, rs in _considered(project, flag, query))
+        return lambda flag: sum(len(rs.rules) for _, rs in filters.considered(project, flag))
     if field in ("name", "key", "created_by_user_email"):
         return lambda flag: str(flag.fields.get(field, "")).lower()
     return lambda flag: flag.fields.get(field, "")
