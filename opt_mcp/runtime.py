@@ -4,7 +4,6 @@ becomes a tool error the model can act on."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -12,10 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, ConfigDict
 
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import ExperimentResults, FlagsPage
@@ -31,6 +31,16 @@ PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
 # An experiment's results and Optimizely's inferred outcome for them.
 Answer = tuple[ResultsResponse, str | None]
+
+
+class _Remembered(BaseModel):
+    """An answer as the results cache holds it (JSON: the cache may be Redis, shared by replicas)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on the first answer remembered, not at start-up
+
+    state: Literal["ready", "no_data"]
+    results: ExperimentResults | None
+    outcome: str | None
 
 
 @dataclass
@@ -91,8 +101,9 @@ class Runtime:
             outcome = report.inferred_outcome if report else None
         if answer.state != "processing" and self.settings.results_cache_seconds > 0:
             # "still computing" must be asked again, not remembered
-            results = answer.results.model_dump(mode="json", by_alias=True) if answer.results else None
-            value = json.dumps({"state": answer.state, "results": results, "outcome": outcome})
+            value = _Remembered(state=answer.state, results=answer.results, outcome=outcome).model_dump_json(
+                by_alias=True
+            )
             with contextlib.suppress(StoreDown):  # the answer stands; the next question asks Optimizely again
                 await self.store.put(key, value, self.settings.results_cache_seconds)
         return answer, outcome
@@ -104,9 +115,8 @@ class Runtime:
             return None  # reads carry on without the cache
         if value is None:
             return None
-        data = json.loads(value)
-        results = ExperimentResults.model_validate(data["results"]) if data["results"] is not None else None
-        return ResultsResponse(data["state"], results), data["outcome"]
+        remembered = _Remembered.model_validate_json(value)
+        return ResultsResponse(remembered.state, remembered.results), remembered.outcome
 
     def project(self, project_id: int | None) -> int:
         """The project a call is about: the argument, else the configured default."""
