@@ -45,9 +45,14 @@ class Store(Protocol):
         counting from the send could let the next request in early."""
         ...
 
-    async def get(self, key: str) -> str | None: ...
+    async def get(self, key: str) -> str | None:
+        """A cached value, until it expires. A replica may answer from its own copy of a value it read or wrote,
+        kept until the moment the shared one expires: for caches, never for state that must be current."""
+        ...
 
-    async def put(self, key: str, value: str, ttl: float) -> None: ...
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        """Cache ``value`` for ``ttl`` seconds."""
+        ...
 
     async def append(self, stream: str, entry: dict[str, Any]) -> None:
         """Add ``entry`` to a bounded stream (the audit trail)."""
@@ -158,6 +163,7 @@ class RedisStore:
         self._redis: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False, decode_responses=True
         )
+        self._near: OrderedDict[str, tuple[float, str]] = OrderedDict()  # cached values read or written here
         self._reserve = self._redis.register_script(_RESERVE)
         self._restamp = self._redis.register_script(_RESTAMP)
 
@@ -192,11 +198,30 @@ class RedisStore:
         return [f"{NAMESPACE}{key}:{seconds:g}s" for _, seconds in windows]
 
     async def get(self, key: str) -> str | None:
-        value = await self._run(self._redis.get(NAMESPACE + key))
-        return None if value is None else str(value)
+        near = self._near.get(key)
+        if near is not None and near[0] > time.monotonic():
+            return near[1]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(NAMESPACE + key)
+            pipe.pttl(NAMESPACE + key)
+            value, left = await self._run(pipe.execute())
+        if value is None:
+            return None
+        if left > 0:
+            self._keep_near(key, str(value), left / 1000)
+        return str(value)
 
     async def put(self, key: str, value: str, ttl: float) -> None:
         await self._run(self._redis.set(NAMESPACE + key, value, px=max(1, int(ttl * 1000))))
+        self._keep_near(key, value, ttl)
+
+    def _keep_near(self, key: str, value: str, ttl: float) -> None:
+        # A cached value is read again and again while it lasts: this replica keeps a copy until the moment Redis
+        # forgets it, and asks Redis no more (a round trip a read was 3 % of a replica's CPU under bench/load).
+        self._near[key] = (time.monotonic() + ttl, value)
+        self._near.move_to_end(key)
+        while len(self._near) > CACHE_ENTRIES:
+            self._near.popitem(last=False)
 
     async def append(self, stream: str, entry: dict[str, Any]) -> None:
         name = NAMESPACE + stream

@@ -124,6 +124,25 @@ async def test_cached_values_expire_and_audit_entries_append(kind: str, redis_se
         await a.append("audit-test", {"tool": "patch_flag", "outcome": "written"})
 
 
+async def test_a_replica_answers_from_its_copy_of_a_cached_value_until_redis_forgets_it(
+    redis_server: RedisServer,
+) -> None:
+    async with stores("redis", redis_server) as (a, b):
+        key = f"near-{time.time_ns()}"
+        await a.put(key, "answer", 0.6)
+        assert await b.get(key) == "answer"  # from Redis: b keeps a copy for as long as Redis keeps the value
+        redis_server.stop()
+        try:
+            assert await a.get(key) == "answer" and await b.get(key) == "answer"  # no round trip: Redis is down
+            await asyncio.sleep(0.7)
+            for store in (a, b):  # the copies expired with the value: both ask Redis again
+                with pytest.raises(StoreDown):
+                    await store.get(key)
+        finally:
+            redis_server.start()
+        assert await b.get(key) is None
+
+
 async def test_an_unreachable_redis_is_store_down_and_the_client_reconnects(redis_server: RedisServer) -> None:
     store = RedisStore(redis_server.url)
     try:
