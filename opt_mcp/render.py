@@ -5,6 +5,7 @@ of rules) is quoted as JSON strings, so it is always visibly data and can never 
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 
 from opt_mcp.views import (
     EnvironmentList,
@@ -21,7 +22,8 @@ from opt_mcp.views import (
 
 def q(text: str | None) -> str:
     """Optimizely's text, delimited: a JSON string literal."""
-    return json.dumps(text or "", ensure_ascii=False)
+    # What json.dumps(text, ensure_ascii=False) returns, without making an encoder for each string.
+    return encode_basestring(text or "")
 
 
 def _notes(truncated: list[Truncation]) -> list[str]:
