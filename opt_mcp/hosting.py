@@ -30,6 +30,7 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
@@ -330,7 +331,9 @@ def build_app(
     people = server.people
     assert people is not None
     security = security_for(hosted)
-    http_app = server.streamable_http_app(
+    # The transport's own Starlette app is made for its session manager; requests go to the transport's endpoint
+    # straight from this app's route, without a second Starlette (router and error layers) on every request.
+    server.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=hosted.stateless,
         transport_security=security,
@@ -362,7 +365,7 @@ def build_app(
 
     routes: list[Any] = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/mcp", guarded(http_app)),
+        Route("/mcp", guarded(StreamableHTTPASGIApp(server.session_manager))),
         Route("/sse", guarded(sse_app)),
         Route("/messages/", guarded(sse_app)),
     ]
@@ -381,7 +384,7 @@ def build_app(
                 await asyncio.sleep(SWEEP_EVERY_SECONDS)
                 await people.sweep(IDLE_RUNTIME_SECONDS)
 
-        async with http_app.router.lifespan_context(http_app):
+        async with server.session_manager.run():
             # What is alive once started (modules, the sandbox's data) stays alive: out of the collector's sight,
             # every collection under load is cheaper (bench/load: about 6 % more calls a second).
             gc.freeze()
