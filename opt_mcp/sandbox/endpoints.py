@@ -484,9 +484,7 @@ class _FlagQuery:
     @classmethod
     def of(cls, query: Any) -> _FlagQuery:
         selections = tuple(
-            (name, _multi(query, name))
-            for name in ("environment_status", "rule_type", "rule_status")
-            if _multi(query, name)
+            (name, spec) for name in ("environment_status", "rule_type", "rule_status") if (spec := _multi(query, name))
         )
         return cls(
             archived=query.get("archived"),
@@ -529,12 +527,14 @@ class _FlagQuery:
         envs = self.considered(project, flag)
         if self.enabled is not None and (self.enabled == "true") != any(rs.enabled for _, rs in envs):
             return False
-        values = {
-            "environment_status": lambda: [rs.status for _, rs in envs],
-            "rule_type": lambda: [r["type"] for _, rs in envs for r in rs.rules.values()],
-            "rule_status": lambda: [r["status"] for _, rs in envs for r in rs.rules.values()],
-        }
-        return all(_select(spec, values[name]()) for name, spec in self.selections)
+        for name, spec in self.selections:
+            if name == "environment_status":
+                present = [rs.status for _, rs in envs]
+            else:  # rule_type, rule_status
+                present = [rule[name.removeprefix("rule_")] for _, rs in envs for rule in rs.rules.values()]
+            if not _select(spec, present):
+                return False
+        return True
 
 
 def _sort_key(project: ProjectRecord, filters: _FlagQuery, field: str) -> Callable[[FlagRecord], Any]:
