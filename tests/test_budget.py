@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import CallToolResult
 
+from opt_mcp import budget
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.budget import HARD_CEILING, at_most, estimate_tokens, largest_fitting
 from opt_mcp.config import ConfigError, Settings
@@ -67,6 +69,13 @@ def test_the_size_bound_holds_for_any_text(text: str) -> None:
     """``Fitted.fits`` skips the estimate when the size alone proves a result fits: that is only sound if the
     estimate never exceeds the bound."""
     assert estimate_tokens(text) <= at_most(text)
+
+
+@given(st.one_of(_PIECES, st.lists(_PIECES, max_size=30).map("".join)))
+@example("  \n a \t\u3000 \x85")
+def test_whitespace_is_counted_as_its_plain_definition_says(text: str) -> None:
+    """The estimate's whitespace pattern is written for speed; it finds what the plain one finds."""
+    assert budget._SPACING.findall(text) == re.findall(r"\s{2,}|[^\S ]", text)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=50), max_size=60), st.integers(min_value=0, max_value=800))
