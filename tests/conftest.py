@@ -104,7 +104,9 @@ def served_sandbox() -> Iterator[str]:
             except httpx.TransportError:
                 time.sleep(0.1)
         else:
-            pytest.fail("the sandbox did not start: " + process.stderr.read1().decode() if process.stderr else "")
+            process.terminate()
+            _, said = process.communicate(timeout=10)
+            pytest.fail(f"the sandbox did not start: {said.decode(errors='replace')}")
         yield url
     finally:
         process.terminate()

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opt_mcp.api.client import FlagFilters, OptimizelyClient, RetryPolicy
+from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
+from opt_mcp.api.query import FlagFilters
 from opt_mcp.api.ratelimit import Pacer, RateLimits, Window
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID

@@ -36,7 +36,7 @@ def _exchange(env: dict[str, str], calls: list[tuple[str, Arguments]]) -> tuple[
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
     process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}) + "\n")
     process.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
-    answers = []
+    answers: list[dict[str, Any]] = []
     try:
         for number, (tool, arguments) in enumerate(calls, start=1):
             given = arguments(answers) if callable(arguments) else arguments

@@ -181,7 +181,7 @@ def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
         assert process.stdin and process.stdout
         process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
         process.stdin.flush()
-        messages = []
+        messages: list[dict[str, Any]] = []
         while not any(m.get("id") == 2 for m in messages):
             messages.append(json.loads(process.stdout.readline()))
         process.stdin.close()

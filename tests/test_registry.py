@@ -26,7 +26,8 @@ STDIO_SETTINGS = ["config.py", "sandbox/config.py", "logs.py"]
 
 def package() -> dict[str, Any]:
     (pypi,) = [p for p in MANIFEST["packages"] if p["registryType"] == "pypi"]
-    return pypi
+    found: dict[str, Any] = pypi
+    return found
 
 
 def test_manifest_is_valid_against_the_registry_schema_it_names() -> None:

@@ -158,7 +158,7 @@ async def test_rule_resolution_errors_name_the_choices(
 async def test_a_delivery_rule_has_no_results(sandbox: Sandbox) -> None:
     async with sandbox.client(rate_limits=RateLimits.unlimited()) as api:
         rule = {"key": "everyone", "name": "Everyone", "type": "targeted_delivery", "percentage_included": 10000}
-        ops = [
+        ops: list[dict[str, Any]] = [
             {"op": "add", "path": "/rules/everyone", "value": rule},
             {"op": "add", "path": "/rule_priorities/0", "value": "everyone"},
         ]

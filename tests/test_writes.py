@@ -54,12 +54,12 @@ class User:
         self.action, self.confirm, self.before_answer = action, confirm, before_answer
         self.shown: list[str] = []
 
-    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+    async def __call__(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         self.shown.append(params.message)
         if self.before_answer is not None:
             await self.before_answer(len(self.shown))
         if self.action != "accept":
-            return ElicitResult(action=self.action)  # type: ignore[arg-type]
+            return ElicitResult(action=self.action)
         return ElicitResult(action="accept", content={"confirm": self.confirm})
 
 
@@ -508,8 +508,8 @@ async def test_bulk_archive_reports_progress_per_chunk(mode: str) -> None:
     keys = [k for k, f in sandbox.store.projects[PID].flags.items() if not f.fields["archived"]][:120]
     seen: list[tuple[float, float | None, str | None]] = []
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
-        seen.append((done, total, message))
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
 
     async with Client(make(sandbox), mode=mode) as c:
         token = data(await c.call_tool("archive_flags", {"flag_keys": keys}))["confirmation_token"]
@@ -539,7 +539,7 @@ async def test_a_cancelled_bulk_archive_stops_between_chunks_and_audits_what_it_
                     await anyio.sleep(0.15)  # the second chunk is on its way by now (each takes 0.3 s)
                     scope.cancel()
 
-                async def progress(done: float, total: float | None, message: str | None) -> None:
+                async def progress(progress: float, total: float | None, message: str | None) -> None:
                     if message == "archived 50 of 120 flags":
                         background.start_soon(cancel_soon)
 

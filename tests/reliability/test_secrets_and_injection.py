@@ -90,7 +90,7 @@ class Declines:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def __call__(self, ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+    async def __call__(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         self.asked.append(params.message)
         return ElicitResult(action="decline")
 
