@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SEED_PROJECT_ID, SandboxConfig
+from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SEED_PROJECT_ID, Readings, SandboxConfig
 
 if TYPE_CHECKING:
     from opt_mcp.sandbox.app import Sandbox, serve
@@ -22,6 +22,7 @@ __all__ = [
     "SANDBOX_TOKEN",
     "SEED_PROJECT_ID",
     "Fault",
+    "Readings",
     "RequestRecord",
     "Sandbox",
     "SandboxConfig",

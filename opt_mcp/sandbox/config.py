@@ -18,6 +18,26 @@ SANDBOX_TOKEN = "sandbox-token"  # noqa: S105
 
 
 @dataclass(frozen=True)
+class Readings:
+    """How the sandbox answers where Optimizely's specs and docs leave the behaviour open.
+
+    Each default is the conservative reading (docs/sandbox.md says where each comes from); tests switch to the
+    other reading to prove that opt-mcp gives the right answer under both.
+    """
+
+    # A flags list without ``archived``: only unarchived flags (as the app's list shows them), or every flag.
+    archived_default: Literal["unarchived", "all"] = "unarchived"
+    # ``key_list``: honoured, or ignored as an unknown parameter would be (the list is then unfiltered).
+    key_list: Literal["honoured", "ignored"] = "honoured"
+    # ``enabled=``/``rule_type=`` with ``environment=``: judged in those environments only, or in any environment.
+    environment_scoping: Literal["scoped", "any"] = "scoped"
+    # Enable/disable a ruleset: 200 with the ruleset (the spec), or 204 without a body (Optimizely's own client).
+    toggle_answer: Literal["ruleset", "no_content"] = "ruleset"
+    # A rule's ``audience_conditions``: an array always, or the spec's string form (``"everyone"``, a JSON string).
+    audience_conditions: Literal["array", "string"] = "array"
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """The sandbox's knobs. ``flags`` generated flags are added to the seed project, deterministic from ``seed``."""
 
@@ -30,6 +50,7 @@ class SandboxConfig:
     grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     reset_style: Literal["epoch", "seconds"] = "epoch"
+    readings: Readings = field(default_factory=Readings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SandboxConfig:
