@@ -10,10 +10,11 @@ Ids are Python ints, so values above 2**53 are exact here and in the JSON pydant
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 class ApiModel(BaseModel):
@@ -28,6 +29,23 @@ def _as_link_list(value: Any) -> Any:
     if isinstance(value, str):
         return [value]
     return value
+
+
+def _as_condition_list(value: Any) -> Any:
+    """The spec's ``AudienceConditions`` is an array or the same array as a JSON string, and a rule targets
+    everyone with the string ``"everyone"`` (or no field): every form reads as the array, ``[]`` for everyone."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in ("everyone", ""):
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValueError(f"neither an array, 'everyone' nor a JSON array: {value[:80]!r}") from None
+    return [] if parsed == "everyone" else parsed
+
+
+AudienceConditions = Annotated[list[Any] | None, BeforeValidator(_as_condition_list)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -201,7 +219,7 @@ class RulesetRule(ApiModel):
     outcome: str | None = None
     comment: str | None = None
     percentage_included: int | None = None
-    audience_conditions: list[Any] | None = None
+    audience_conditions: AudienceConditions = None
     allow_list: dict[str, Any] | None = None
     variations: dict[str, RulesetRuleVariation] = Field(default_factory=dict)
     baseline_variation_id: int | None = None
@@ -213,7 +231,7 @@ class RulesetRule(ApiModel):
     fetch_results_ui_url: str | None = None
     group_rule: dict[str, Any] | None = None
     group_remaining_traffic_allocation: int | None = None
-    deployed_td_rule_audience_conditions: list[Any] | None = None
+    deployed_td_rule_audience_conditions: AudienceConditions = None
     deployed_td_rule_key: str | None = None
     deployed_td_rule_percentage_included: int | None = None
     deployed_variation_key: str | None = None

@@ -10,6 +10,8 @@ from typing import Literal
 from opt_mcp.api.models import ExperimentResults
 
 MAX_PER_PAGE = 100
+# Keys per key_list request: short enough for any URL limit, one page each.
+KEY_LIST_CHUNK = 50
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class Sandbox:
         )
         self.faults = FaultPlan()
         self.log = RequestLog()
-        self.endpoints = Endpoints(self.store, seed=self.config.seed, clock=clock)
+        self.endpoints = Endpoints(self.store, seed=self.config.seed, clock=clock, readings=self.config.readings)
         self.gateway = Gateway(
             faults=self.faults,
             log=self.log,

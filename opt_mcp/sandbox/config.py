@@ -33,6 +33,8 @@ class Readings:
     environment_scoping: Literal["scoped", "any"] = "scoped"
     # Enable/disable a ruleset: 200 with the ruleset (the spec), or 204 without a body (Optimizely's own client).
     toggle_answer: Literal["ruleset", "no_content"] = "ruleset"
+    # A flag PATCH of several operations: the revision moves by one per request, or by one per operation.
+    revision_step: Literal["request", "operation"] = "request"
     # A rule's ``audience_conditions``: an array always, or the spec's string form (``"everyone"``, a JSON string).
     audience_conditions: Literal["array", "string"] = "array"
 

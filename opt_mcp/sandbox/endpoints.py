@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from opt_mcp.sandbox import results as results_model
+from opt_mcp.sandbox.config import Readings
 from opt_mcp.sandbox.store import (
     EXPERIMENT_TYPES,
     MAX_RULES_PER_RULESET,
@@ -87,12 +88,21 @@ def v2_error_response(status: int, message: str) -> Response:
 
 
 class Endpoints:
-    """Handlers over a Store. ``seed`` and ``clock`` make v2 results reproducible."""
+    """Handlers over a Store. ``seed`` and ``clock`` make v2 results reproducible; ``readings`` pick how the
+    behaviours the specs leave open are answered."""
 
-    def __init__(self, store: Store, *, seed: int, clock: Callable[[], datetime] = results_model.utc_now) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        seed: int,
+        clock: Callable[[], datetime] = results_model.utc_now,
+        readings: Readings | None = None,
+    ) -> None:
         self.store = store
         self.seed = seed
         self.clock = clock
+        self.readings = readings or Readings()
 
     # --------------------------------------------------------------------------------------------------------------
     # Lookups
@@ -134,7 +144,7 @@ class Endpoints:
         query = request.query_params
         per_page = _int_param(query.get("per_page"), "per_page", FLAGS_DEFAULT_PER_PAGE, 1, FLAGS_MAX_PER_PAGE)
         window = _int_param(query.get("page_window"), "page_window", 1, 1, 10)
-        filters = _FlagQuery.of(query)
+        filters = _FlagQuery.of(query, self.readings)
         flags = [flag for flag in project.flags.values() if filters.matches(project, flag)]
         for spec in reversed(_multi(query, "sort")):
             field, _, direction = spec.partition(":")
@@ -219,7 +229,10 @@ class Endpoints:
                 raise ApiError(400, "Bad Request", f"{key}: a flag cannot be removed or replaced as a whole.")
             _validate_flag(key, new)
             if new != document[key]:
-                _commit_flag(project, flag, new, now)
+                step = 1
+                if self.readings.revision_step == "operation":
+                    step = sum(1 for op in kept_ops if _pointer(op["path"], "path")[0] == key)
+                _commit_flag(project, flag, new, now, step)
         return json_response({key: flag_json(project, flag) for key, flag in touched.items()})
 
     async def archive_flags(self, request: Request) -> Response:
@@ -258,7 +271,16 @@ class Endpoints:
 
     async def get_ruleset(self, request: Request) -> Response:
         project, flag, env = self._ruleset_target(request)
-        return json_response(ruleset_json(project, flag, env))
+        return self._ruleset_response(project, flag, env)
+
+    def _ruleset_response(self, project: ProjectRecord, flag: FlagRecord, env: EnvironmentRecord) -> Response:
+        body = ruleset_json(project, flag, env)
+        if self.readings.audience_conditions == "string":
+            # The spec's other form: "everyone" for no audience, else the condition array as a JSON string.
+            for rule in body["rules"].values():
+                conditions = rule.get("audience_conditions") or []
+                rule["audience_conditions"] = json.dumps(conditions) if conditions else "everyone"
+        return json_response(body)
 
     async def patch_ruleset(self, request: Request) -> Response:
         project, flag, env = self._ruleset_target(request)
@@ -281,7 +303,7 @@ class Endpoints:
         patched = _apply_patch(document, kept)
         _validate_ruleset(patched)
         if patched == document:
-            return json_response(ruleset_json(project, flag, env))
+            return self._ruleset_response(project, flag, env)
         now = timestamp()
         rules: dict[str, dict[str, Any]] = {}
         for key, new in patched["rules"].items():
@@ -292,7 +314,7 @@ class Endpoints:
         ruleset.default_variation_key = patched["default_variation_key"]
         ruleset.revision += 1
         ruleset.updated_time = now
-        return json_response(ruleset_json(project, flag, env))
+        return self._ruleset_response(project, flag, env)
 
     def _merge_rule(
         self, project: ProjectRecord, serving: bool, old: dict[str, Any] | None, new: dict[str, Any], now: str
@@ -354,7 +376,9 @@ class Endpoints:
                         _start_rule(project, rule)
             ruleset.revision += 1
             ruleset.updated_time = timestamp()
-        return json_response(ruleset_json(project, flag, env))
+        if self.readings.toggle_answer == "no_content":
+            return Response(status_code=204)
+        return self._ruleset_response(project, flag, env)
 
     async def list_environments(self, request: Request) -> Response:
         project = self._project(request)
@@ -480,22 +504,25 @@ class _FlagQuery:
     environment_types: list[str]
     enabled: str | None
     selections: tuple[tuple[str, list[str]], ...]  # environment_status, rule_type, rule_status when given
+    scoped: bool  # enabled= and the selections look only at the environments environment= names
 
     @classmethod
-    def of(cls, query: Any) -> _FlagQuery:
+    def of(cls, query: Any, readings: Readings) -> _FlagQuery:
         selections = tuple(
             (name, spec) for name in ("environment_status", "rule_type", "rule_status") if (spec := _multi(query, name))
         )
+        unarchived_by_default = readings.archived_default == "unarchived"
         return cls(
-            archived=query.get("archived"),
+            archived=query.get("archived") or ("false" if unarchived_by_default else None),
             text=(query.get("query") or "").lower() or None,
-            keys=_multi(query, "key_list"),
+            keys=_multi(query, "key_list") if readings.key_list == "honoured" else [],
             owner=query.get("owner_user_id") or None,
             teams=set(_multi(query, "team_ids")),
             environments=_multi(query, "environment"),
             environment_types=_multi(query, "environment_type"),
             enabled=query.get("enabled"),
             selections=selections,
+            scoped=readings.environment_scoping == "scoped",
         )
 
     def considered(self, project: ProjectRecord, flag: FlagRecord) -> list[tuple[EnvironmentRecord, Any]]:
@@ -524,7 +551,10 @@ class _FlagQuery:
             return False
         if self.enabled is None and not self.selections:
             return True
-        envs = self.considered(project, flag)
+        if self.scoped:
+            envs = self.considered(project, flag)
+        else:
+            envs = [(env, flag.rulesets[env.key]) for env in project.environments if env.key in flag.rulesets]
         if self.enabled is not None and (self.enabled == "true") != any(rs.enabled for _, rs in envs):
             return False
         for name, spec in self.selections:
@@ -718,7 +748,7 @@ def _fits_type(var_type: str, value: str) -> bool:
     return True
 
 
-def _commit_flag(project: ProjectRecord, flag: FlagRecord, new: dict[str, Any], now: str) -> None:
+def _commit_flag(project: ProjectRecord, flag: FlagRecord, new: dict[str, Any], now: str, step: int) -> None:
     old_vars = flag.fields.get("variable_definitions", {})
     merged_vars: dict[str, Any] = {}
     for var_key, var in new.pop("variable_definitions", {}).items():
@@ -737,7 +767,7 @@ def _commit_flag(project: ProjectRecord, flag: FlagRecord, new: dict[str, Any], 
         else:
             flag.fields.pop(name, None)
     flag.fields["variable_definitions"] = merged_vars
-    flag.fields["revision"] += 1
+    flag.fields["revision"] += step
     flag.fields["updated_time"] = now
 
 

@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -71,7 +72,7 @@ async def list_flags(
         str | None,
         Field(
             pattern=ENVIRONMENT_KEY_PATTERN,
-            description="environment key that enabled= and rule_type= look at",
+            description="with enabled= or rule_type=: judged in this environment",
         ),
     ] = None,
     enabled: Annotated[bool | None, Field(description="only flags that are on (true) or off (false)")] = None,
@@ -85,11 +86,15 @@ async def list_flags(
     When next_cursor is not null, call again with the same filters and cursor=next_cursor."""
     rt = runtime(ctx)
     pid = rt.project(project_id)
+    # Whether Optimizely judges enabled= and rule_type= in the environment= named or in any environment is not
+    # documented. So each flag is checked here against its own state in that environment, and enabled=false is
+    # not sent with an environment: judged in any environment, it would leave out flags on elsewhere.
+    scope = _Scope(environment, enabled, rule_type) if environment and (enabled is not None or rule_type) else None
     filters = FlagFilters(
         archived=archived,
         query=query or None,
         environment=[environment] if environment else (),
-        enabled=enabled,
+        enabled=None if scope and enabled is False else enabled,
         rule_type=[rule_type] if rule_type else (),
         sort=[sort] if sort else (),
     )
@@ -104,12 +109,28 @@ async def list_flags(
         else:
             position = Cursor(collection, rt.client.flags_link(pid, filters, per_page=limit), 0, query_id)
         page = await rt.flags_page(pid, position.link, resuming=position.skip > 0)
-    window = page.items[position.skip : position.skip + limit]
+    raw = page.items[position.skip : position.skip + limit]
+    kept = [i for i, flag in enumerate(raw) if scope is None or scope.matches(flag)]
+    window = [raw[i] for i in kept]
+    scoped_out = []
+    if scope is not None and len(kept) < len(raw):
+        scoped_out.append(
+            Truncation(
+                omitted=f"flags Optimizely listed that are not {scope.describe()} in {environment} (left out here; "
+                "total_count is Optimizely's count before that)",
+                count=len(raw) - len(kept),
+                get_it="list_flags without environment= lists every match",
+            )
+        )
 
     def build(
         items: Sequence[Flag], level: Detail, rule_lists: bool, notes: list[Truncation], consumed: int | None = None
     ) -> Fitted[FlagList]:
-        end = position.skip + (len(items) if consumed is None else consumed)
+        # How far into the page this result reaches: past the flags it shows and the ones left out among them.
+        if consumed is None:
+            consumed = len(raw) if len(items) == len(window) else kept[len(items)]
+        end = position.skip + consumed
+        notes = [*scoped_out, *notes]
         if end < len(page.items):
             next_cursor: str | None = Cursor(collection, position.link, end, query_id).encode()
         elif page.next_link is not None:
@@ -160,8 +181,33 @@ async def list_flags(
             count=1,
             get_it=f"get_flag(flag_key={window[0].key!r}) or list_flags with detail=summary",
         )
-        return build(window[:0], level, rule_lists, [too_big], consumed=1).response()
+        return build(window[:0], level, rule_lists, [too_big], consumed=kept[0] + 1).response()
     return best[0].response()
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """enabled= and rule_type= judged in one environment, from the flag's own state there."""
+
+    environment: str
+    enabled: bool | None
+    rule_type: str | None
+
+    def matches(self, flag: Flag) -> bool:
+        env = flag.environments.get(self.environment)
+        if env is None:
+            return False
+        if self.enabled is not None and env.enabled != self.enabled:
+            return False
+        if self.rule_type is None:
+            return True
+        return any(r.type == self.rule_type for r in env.rules_detail) or self.rule_type in env.rules_summary
+
+    def describe(self) -> str:
+        parts = [] if self.enabled is None else ["on" if self.enabled else "off"]
+        if self.rule_type is not None:
+            parts.append(f"with a {self.rule_type} rule")
+        return " and ".join(parts)
 
 
 def _without_fragment(link: str) -> str:

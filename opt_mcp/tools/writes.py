@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from opt_mcp import render
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
-from opt_mcp.api.query import FlagFilters
 from opt_mcp.budget import respond
 from opt_mcp.guard import AlreadyInPlace, Confirm, Decision, Preview, ask
 from opt_mcp.progress import advance
@@ -332,8 +331,14 @@ async def patch_flag(
             ]
             warnings.append(f"after the write the flag differs from what was asked: {'; '.join(off)}")
         before = preview.revisions[flag_key]
-        if before is not None and flag.revision != before + 1:
-            warnings.append(f"revision went from {before} to {flag.revision}, not {before + 1}: someone else wrote too")
+        # Whether Optimizely counts a revision per request or per operation is not documented: either is ours.
+        sent = len(preview.extra["api_operations"])
+        if before is not None and flag.revision is not None and not before < flag.revision <= before + sent:
+            expected = f"{before + 1}" if sent == 1 else f"{before + 1} to {before + sent} for {sent} operations"
+            warnings.append(
+                f"revision went from {before} to {flag.revision}, expected {expected}: someone else may have written "
+                "too; get_flag shows the flag as it is now"
+            )
         view = WriteResult(
             status="written",
             tool="patch_flag",
@@ -358,15 +363,20 @@ FlagKeys = Annotated[
 ]
 
 
-async def _flags_by_key(ctx: Context[Any, Any], rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
-    found: dict[str, Flag] = {}
+async def _flags_by_key(
+    ctx: Context[Any, Any], rt: Runtime, pid: int, keys: list[str], *, archived_first: bool
+) -> dict[str, Flag]:
+    looked_up = 0
+
+    async def progress(count: int) -> None:
+        nonlocal looked_up
+        looked_up += count
+        await advance(ctx, count, f"looked up {looked_up} of {len(keys)} flags")
+
     with api_errors():
-        for start in range(0, len(keys), ARCHIVE_CHUNK):
-            chunk = keys[start : start + ARCHIVE_CHUNK]
-            async for flag in rt.client.iter_flags(pid, FlagFilters(key_list=chunk), per_page=ARCHIVE_CHUNK):
-                found[flag.key] = flag
-            await advance(ctx, len(chunk), f"looked up {start + len(chunk)} of {len(keys)} flags")
-    return found
+        return await rt.client.find_flags(
+            pid, keys, archived_first=archived_first, chunk=ARCHIVE_CHUNK, on_chunk=progress
+        )
 
 
 def _archive_effects(flag: Flag) -> list[str]:
@@ -391,7 +401,8 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
     rt = runtime(ctx)
     pid = rt.project(project_id)
     keys = list(dict.fromkeys(flag_keys))
-    found = await _flags_by_key(ctx, rt, pid, keys)
+    # Archiving acts on unarchived flags and unarchiving on archived ones: ask for those first.
+    found = await _flags_by_key(ctx, rt, pid, keys, archived_first=not archive)
     unknown = [k for k in keys if k not in found]
     if unknown:
         raise ToolError(f"flag_keys: not found in project {pid}, nothing was written: {', '.join(unknown)}")
@@ -419,9 +430,10 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
     return Preview(tool, arguments, revisions, _message(tool, extra, revisions), extra=extra)
 
 
-async def _recheck_chunk(rt: Runtime, pid: int, keys: list[str]) -> dict[str, Flag]:
+async def _recheck_chunk(rt: Runtime, pid: int, keys: list[str], archive: bool) -> dict[str, Flag]:
     try:
-        return {flag.key: flag async for flag in rt.client.iter_flags(pid, FlagFilters(key_list=keys))}
+        # After the write, the flags that took the change are in the state asked for: look there first.
+        return await rt.client.find_flags(pid, keys, archived_first=archive, chunk=ARCHIVE_CHUNK)
     except OptimizelyError:
         return {}
 
@@ -444,7 +456,7 @@ async def _bulk_write(
                 answer = await send(pid, chunk)
         except OptimizelyError as exc:
             # A failure can come after the change was made: each key's result says what a fresh read shows.
-            now = await _recheck_chunk(rt, pid, chunk)
+            now = await _recheck_chunk(rt, pid, chunk, archive)
             for key in chunk:
                 flag = now.get(key)
                 if flag is not None and flag.archived == archive:
