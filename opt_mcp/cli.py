@@ -108,7 +108,7 @@ async def _diagnose(settings: Settings) -> tuple[Report, str]:
         sandbox = Sandbox(settings.sandbox)
         client = sandbox.client(SANDBOX_TOKEN, rate_limits=sandbox.config.rate_limits)
     else:
-        client = OptimizelyClient(settings.token or "", base_url=settings.base_url)
+        client = OptimizelyClient(settings.token, oauth=settings.oauth, base_url=settings.base_url)
     async with client:
         report = await diagnose(settings, client)
     return report, client_configuration(settings, settings.default_project_id)

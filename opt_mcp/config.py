@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from opt_mcp.api.oauth import DEFAULT_TOKEN_URL, OAuthCredentials
 from opt_mcp.budget import DEFAULT_MAX_TOKENS, HARD_CEILING, MIN_MAX_TOKENS
 from opt_mcp.guard import TOKEN_TTL_SECONDS, ConfirmMode, new_secret
 from opt_mcp.sandbox import SEED_PROJECT_ID, SandboxConfig
@@ -23,9 +24,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """What the server runs with. ``token`` is never shown in a repr."""
+    """What the server runs with. ``token`` is never shown in a repr, nor are ``oauth``'s secrets."""
 
     token: str | None = field(default=None, repr=False)
+    # OPTIMIZELY_REFRESH_TOKEN and the OAuth app's credentials: the access token is refreshed when it expires (and
+    # fetched on first use when no OPTIMIZELY_API_TOKEN is set).
+    oauth: OAuthCredentials | None = None
     base_url: str = DEFAULT_BASE_URL
     project_id: int | None = None
     read_only: bool = False
@@ -51,9 +55,14 @@ class Settings:
             raise ConfigError(f"max_tokens must be between {MIN_MAX_TOKENS} and {HARD_CEILING}")
 
     @property
+    def has_token(self) -> bool:
+        """An access token is set, or a refresh token that fetches one."""
+        return bool(self.token) or self.oauth is not None
+
+    @property
     def uses_sandbox(self) -> bool:
         """The sandbox runs when forced, and whenever no token is set (unless refused with OPT_MCP_SANDBOX=false)."""
-        return self.force_sandbox or (not self.token and not self.real_api)
+        return self.force_sandbox or (not self.has_token and not self.real_api)
 
     @property
     def default_project_id(self) -> int | None:
@@ -73,6 +82,7 @@ class Settings:
         token = environ.get("OPTIMIZELY_API_TOKEN", "").strip() or None
         if token is not None and any(c.isspace() for c in token):
             raise ConfigError("OPTIMIZELY_API_TOKEN contains spaces: paste the token alone, without 'Bearer'")
+        oauth = _oauth(environ)
         base_url = environ.get("OPTIMIZELY_API_BASE_URL", "").strip() or DEFAULT_BASE_URL
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -117,6 +127,7 @@ class Settings:
             raise ConfigError(str(exc)) from None
         return cls(
             token=token,
+            oauth=oauth,
             base_url=base_url.rstrip("/"),
             project_id=project_id,
             read_only=parse_flag(environ, "OPT_MCP_READ_ONLY") if read_only is None else read_only,
@@ -132,6 +143,44 @@ class Settings:
             results_cache_seconds=float(raw_cache) if raw_cache else 60.0,
             sandbox=sandbox_config,
         )
+
+
+def _oauth(environ: Mapping[str, str]) -> OAuthCredentials | None:
+    """The refresh token and the OAuth app it belongs to: all of them or none (half is a mistake, said so)."""
+    refresh_token = environ.get("OPTIMIZELY_REFRESH_TOKEN", "").strip()
+    values = {
+        "OPTIMIZELY_OAUTH_CLIENT_ID": environ.get("OPTIMIZELY_OAUTH_CLIENT_ID", "").strip(),
+        "OPTIMIZELY_OAUTH_CLIENT_SECRET": environ.get("OPTIMIZELY_OAUTH_CLIENT_SECRET", "").strip(),
+        "OPTIMIZELY_OAUTH_TOKEN_URL": environ.get("OPTIMIZELY_OAUTH_TOKEN_URL", "").strip(),
+    }
+    if not refresh_token:
+        given = [name for name, value in values.items() if value]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} set without OPTIMIZELY_REFRESH_TOKEN: set the refresh token your OAuth app "
+                f"was authorised with, or unset {'them' if len(given) > 1 else 'it'}"
+            )
+        return None
+    if any(c.isspace() for c in refresh_token):
+        raise ConfigError("OPTIMIZELY_REFRESH_TOKEN contains spaces: paste the refresh token alone")
+    missing = [name for name in list(values)[:2] if not values[name]]
+    if missing:
+        raise ConfigError(
+            f"OPTIMIZELY_REFRESH_TOKEN needs {' and '.join(missing)} (your OAuth app's credentials, in its settings "
+            "in Optimizely) to refresh with: set them, or unset OPTIMIZELY_REFRESH_TOKEN"
+        )
+    token_url = values["OPTIMIZELY_OAUTH_TOKEN_URL"] or DEFAULT_TOKEN_URL
+    parts = urlsplit(token_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"OPTIMIZELY_OAUTH_TOKEN_URL must be an http(s) URL like {DEFAULT_TOKEN_URL}, not {token_url!r}"
+        )
+    return OAuthCredentials(
+        refresh_token=refresh_token,
+        client_id=values["OPTIMIZELY_OAUTH_CLIENT_ID"],
+        client_secret=values["OPTIMIZELY_OAUTH_CLIENT_SECRET"],
+        token_url=token_url,
+    )
 
 
 def parse_flag(environ: Mapping[str, str], name: str) -> bool:

@@ -47,8 +47,15 @@ async def diagnose(settings: Settings, client: OptimizelyClient) -> Report:
     report = Report()
     if settings.uses_sandbox:
         report.add("token", "ok", "none needed: the embedded sandbox answers, with sample data (nothing real)")
-    elif settings.token:
-        report.add("token", "ok", f"OPTIMIZELY_API_TOKEN is set ({len(settings.token)} characters, not shown)")
+    elif settings.has_token:
+        detail = f"OPTIMIZELY_API_TOKEN is set ({len(settings.token)} characters, not shown)" if settings.token else ""
+        if settings.oauth is not None:
+            refreshed = (
+                f"refreshed with OPTIMIZELY_REFRESH_TOKEN at {settings.oauth.token_url} "
+                f"(OAuth client {settings.oauth.client_id}; neither token shown)"
+            )
+            detail = f"{detail}; {refreshed}" if detail else f"an access token is fetched and {refreshed}"
+        report.add("token", "ok", detail)
     else:
         report.add("token", "fail", "OPTIMIZELY_API_TOKEN is not set: create one in Optimizely (Profile > API Access)")
         return report

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
-from opt_mcp.sandbox import SANDBOX_TOKEN
+from opt_mcp.sandbox import SANDBOX_TOKEN, SANDBOX_TOKEN_URL
 from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
 from opt_mcp.views import (
@@ -38,12 +38,15 @@ from opt_mcp.views import (
 )
 
 if TYPE_CHECKING:
-    from opt_mcp.api.client import OptimizelyClient, RetryPolicy
+    from opt_mcp.api.client import OptimizelyClient, RetryPolicy, TokenAuth
     from opt_mcp.sandbox import Sandbox
 
 log = logging.getLogger("opt_mcp")
 
 SERVER_NAME = "opt-mcp"
+# What stands for the operator's credentials where a token is expected (People's keys, ``client_for``) when only
+# OPTIMIZELY_REFRESH_TOKEN is set. It has spaces, so no header or token file can present it.
+OPERATOR_CREDENTIALS = "the operator's OAuth credentials"
 
 INSTRUCTIONS = """\
 Tools for Optimizely Feature Experimentation feature flags.
@@ -149,8 +152,11 @@ def build_server(
     if not settings.uses_sandbox:
         sandbox = sandbox_url = None  # a test's sandbox is only used when the settings ask for it
     sandboxed = settings.uses_sandbox  # a sandbox given, one on a port, or one made here on first use
-    if people is None and not sandboxed and not settings.token:
-        raise ConfigError("OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN: on stdio there is no one else's token")
+    if people is None and not sandboxed and not settings.has_token:
+        raise ConfigError(
+            "OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN (or OPTIMIZELY_REFRESH_TOKEN): on stdio there is no one "
+            "else's token"
+        )
     # What replicas share: Redis when configured, else this process. The record of used confirmation tokens lives
     # there too, unless a host's worker processes share a file instead (and no Redis).
     store: Store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
@@ -162,25 +168,39 @@ def build_server(
     if rate_limits is None and sandboxed:
         rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
+    # The operator's token: the configured one, else the refresh token's (fetched on first use), else the sandbox's.
+    operator = settings.token or (OPERATOR_CREDENTIALS if settings.oauth else SANDBOX_TOKEN if sandboxed else None)
+    # Only the operator's token is refreshed (tokens people bring are used as they are), by one TokenAuth for all of
+    # its clients (a hosted server makes one per person): they refresh once between them, and a rotated refresh
+    # token, which works once, is not spent by one client under the others.
+    operator_oauth = settings.oauth
+    if operator_oauth is not None and sandboxed:  # the sandbox's token endpoint, as its API: never the network
+        token_url = f"{sandbox_url}/oauth2/token" if sandbox_url is not None else SANDBOX_TOKEN_URL
+        operator_oauth = replace(operator_oauth, token_url=token_url)
+    operator_auth: TokenAuth | None = None
+
     def client_for(token: str) -> OptimizelyClient:
         # Imported and built on the first call, not at start-up: tools/list needs neither HTTP nor the sandbox.
-        from opt_mcp.api.client import OptimizelyClient
+        from opt_mcp.api.client import OptimizelyClient, TokenAuth
         from opt_mcp.sandbox import Sandbox
 
-        nonlocal sandbox
+        nonlocal sandbox, operator_auth
+        credential: str | TokenAuth = token
+        if operator_oauth is not None and token == operator:
+            operator_auth = operator_auth or TokenAuth(settings.token, oauth=operator_oauth)
+            credential = operator_auth
         if sandboxed and sandbox_url is None:
             if sandbox is None:
                 sandbox = Sandbox(settings.sandbox)
-            return sandbox.client(token, rate_limits=rate_limits, retry=retry, shared=store)
+            return sandbox.client(credential, rate_limits=rate_limits, retry=retry, shared=store)
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
-        return OptimizelyClient(token, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store)
+        return OptimizelyClient(credential, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store)
 
     everyone: People | None = None
     if people is not None:
-        shared = (settings.token or SANDBOX_TOKEN) if sandboxed else settings.token
         everyone = People(
-            settings, clients=client_for, shared_token=shared, mapped=people, audit=audit, ledger=ledger, store=store
+            settings, clients=client_for, shared_token=operator, mapped=people, audit=audit, ledger=ledger, store=store
         )
 
     @asynccontextmanager
@@ -192,7 +212,7 @@ def build_server(
         guard = Guard(signer, audit, settings.confirm)
         # A forced sandbox gets the configured token too (it never keeps one): a sandbox set to require a token
         # then proves the token is sent, and that it never leaks into a result, an error or a log line.
-        token = settings.token or (SANDBOX_TOKEN if sandboxed else "")
+        token = operator or ""  # on stdio there is one (checked above)
         runtime = Runtime(settings=settings, connect=lambda: client_for(token), guard=guard, store=store)
         try:
             yield runtime

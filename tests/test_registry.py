@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from opt_mcp import __version__
+from opt_mcp.api.oauth import DEFAULT_TOKEN_URL
 from opt_mcp.budget import DEFAULT_MAX_TOKENS
 from opt_mcp.config import Settings
 from opt_mcp.guard import TOKEN_TTL_SECONDS
@@ -64,7 +65,13 @@ def test_every_setting_the_server_reads_is_declared_and_no_other() -> None:
 def test_secrets_are_marked_secret_and_defaults_are_the_codes() -> None:
     variables = {v["name"]: v for v in package()["environmentVariables"]}
     secret = {name for name, v in variables.items() if v.get("isSecret")}
-    assert secret == {"OPTIMIZELY_API_TOKEN", "OPT_MCP_SECRET", "OPT_MCP_REDIS_URL"}  # a Redis URL may hold a password
+    assert secret == {  # a Redis URL may hold a password
+        "OPTIMIZELY_API_TOKEN",
+        "OPTIMIZELY_REFRESH_TOKEN",
+        "OPTIMIZELY_OAUTH_CLIENT_SECRET",
+        "OPT_MCP_SECRET",
+        "OPT_MCP_REDIS_URL",
+    }
     assert not any("default" in variables[name] for name in secret)
     settings = Settings()
     assert variables["OPT_MCP_MAX_TOKENS"]["default"] == str(DEFAULT_MAX_TOKENS)
@@ -72,6 +79,7 @@ def test_secrets_are_marked_secret_and_defaults_are_the_codes() -> None:
     assert variables["OPT_MCP_RESULTS_CACHE_SECONDS"]["default"] == str(int(settings.results_cache_seconds))
     assert variables["OPT_MCP_CONFIRM"]["default"] == settings.confirm
     assert variables["OPTIMIZELY_API_BASE_URL"]["default"] == settings.base_url
+    assert variables["OPTIMIZELY_OAUTH_TOKEN_URL"]["default"] == DEFAULT_TOKEN_URL
 
 
 @pytest.mark.parametrize("kind", ["streamable-http", "sse"])

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -33,6 +33,7 @@ from opt_mcp.api.models import (
     Project,
     Ruleset,
 )
+from opt_mcp.api.oauth import OAuthCredentials
 from opt_mcp.api.query import KEY_LIST_CHUNK, MAX_PER_PAGE, FlagFilters, ResultsResponse
 from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
 from opt_mcp.calls import note_api_call
@@ -44,6 +45,9 @@ DEFAULT_BASE_URL = "https://api.optimizely.com"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _RESULTS_PATH = re.compile(r"^/v2/(experiments|campaigns)/[^/]+/results")
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable ASCII without spaces: what fits in a Bearer header
+# Seconds before an access token's known expiry when it is refreshed.
+REFRESH_MARGIN = 60.0
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,25 +72,172 @@ class RetryPolicy:
     """Seconds spent waiting out 429s for one call, in total, before giving up."""
 
 
-class _BearerAuth(httpx.Auth):
-    """Adds the token to each request; its repr never shows it."""
+class TokenAuth(httpx.Auth):
+    """Signs each request with the access token; with OAuth credentials, refreshes that token (RFC 6749 §6).
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    It refreshes before sending when the token's known lifetime (the last refresh's ``expires_in``, less a margin)
+    has passed, or when there is no access token yet; and after a refused answer, then sends the same request again
+    once. A refused request was not applied, so sending a write again is safe. Refused means a 401; or a 403 to the
+    configured token, whose age is unknown (Optimizely answers an expired token with either, and its body may not
+    say why). A 403 to a refreshed token, within its lifetime, is a real lack of permission.
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+    Requests that find the token due wait for one refresh instead of each making one. One TokenAuth may sign the
+    requests of several clients (a hosted server's, for the operator's token): they share its tokens, and a rotated
+    refresh token is then used once. Its repr never shows a token.
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        oauth: OAuthCredentials | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._access = (token or "").strip()  # "": none yet, fetched with the refresh token on first use
+        if not self._access and oauth is None:
+            raise ValueError("An Optimizely API token is required (OPTIMIZELY_API_TOKEN).")
+        self._configured = self._access
+        self._expires_at: float | None = None  # known after a refresh only
+        self._oauth = oauth
+        self._refresh_token = oauth.refresh_token if oauth is not None else ""
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        # Every token and secret this auth ever held, masked wherever Optimizely's text could echo one.
+        self._secrets = {self._access, self._refresh_token, oauth.client_secret if oauth is not None else ""} - {""}
+        # What names these credentials in shared keys and caches, for as long as they are used. The configured
+        # refresh token, when there is one, rather than any access token: those change every 2 hours (and a rotated
+        # refresh token with them), and a key that changed with them would hand each replica a fresh rate-limit
+        # budget at every refresh and empty the results cache. It also stays the same across restarts and replicas
+        # that share one configuration, where the configured access token goes stale and is dropped or replaced.
+        self.owner = token_digest(oauth.refresh_token if oauth is not None else self._access)
+        self.refreshes = 0
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether this auth refreshes its token (so a refusal that reaches the caller is no expiry)."""
+        return self._oauth is not None
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        raise RuntimeError("TokenAuth signs the requests of an httpx.AsyncClient only")
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        refused = ""  # the access token a refused answer to this request was signed with
+        while True:
+            if self._oauth is not None and self._due(refused):
+                async with self._lock:
+                    if self._due(refused):  # checked again: the refresh this request waited for may have done it
+                        answer = yield self._refresh_request(self._oauth)
+                        await answer.aread()
+                        self._take(answer, self._oauth)
+            signed = self._access
+            request.headers["Authorization"] = f"Bearer {signed}"
+            response = yield request
+            if refused or not self._refused(response, signed):
+                return
+            refused = signed
+
+    def _due(self, refused: str) -> bool:
+        if not self._access or self._access == refused:
+            return True
+        return self._expires_at is not None and self._clock() >= self._expires_at
+
+    def _refused(self, response: httpx.Response, signed: str) -> bool:
+        if self._oauth is None:
+            return False
+        return response.status_code == 401 or (response.status_code == 403 and signed == self._configured)
+
+    def _refresh_request(self, oauth: OAuthCredentials) -> httpx.Request:
+        # In the form-encoded body as RFC 6749 §6 says, never in the query string (Optimizely's docs show one):
+        # a URL is what proxies and servers log.
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": self._refresh_token,
+            "client_id": oauth.client_id,
+            "client_secret": oauth.client_secret,
+        }
+        return httpx.Request("POST", oauth.token_url, data=form, headers={"Accept": "application/json"})
+
+    def _take(self, answer: httpx.Response, oauth: OAuthCredentials) -> None:
+        """Keep the tokens of a refresh's answer (RFC 6749 §5.1), or raise what the refusal means (§5.2)."""
+        path = urlsplit(oauth.token_url).path
+        if answer.status_code != 200:
+            raise self._refresh_refused(answer, path)
+        try:
+            data = answer.json()
+            access, kind = data["access_token"], data.get("token_type", "bearer")
+            if not isinstance(access, str) or not _TOKEN.match(access) or str(kind).lower() != "bearer":
+                raise ValueError("no bearer access_token")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise OptimizelyError(
+                "The OAuth token endpoint's answer held no usable bearer access token",
+                status=answer.status_code,
+                method="POST",
+                path=path,
+                hint="Nothing was applied. Check OPTIMIZELY_OAUTH_TOKEN_URL, then try again.",
+            ) from None
+        self._secrets.add(access)
+        rotated = data.get("refresh_token")
+        if isinstance(rotated, str) and _TOKEN.match(rotated):  # absent: the same refresh token stays valid
+            self._refresh_token = rotated
+            self._secrets.add(rotated)
+        lifetime = data.get("expires_in")
+        self._expires_at = None  # unknown: a 401 will tell
+        if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) and lifetime > 0:
+            # Early, so that a request signed just before the end cannot arrive after it (clock skew, transit).
+            self._expires_at = self._clock() + lifetime - min(REFRESH_MARGIN, lifetime / 2)
+        self._access = access
+        self.refreshes += 1
+        log.info("Optimizely access token refreshed (expires in %s s)", lifetime)
+
+    def _refresh_refused(self, answer: httpx.Response, path: str) -> OptimizelyError:
+        try:
+            data = answer.json()
+        except ValueError:
+            data = None
+        code = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), str) else None
+        status = answer.status_code
+        # Optimizely's docs: "In the event the user has revoked your access, you will receive an HTTP 400".
+        if code == "invalid_grant" or (status == 400 and code is None):
+            message = "Optimizely refused the OAuth refresh token (invalid_grant)"
+            hint = (
+                "Re-authorise the OAuth app in Optimizely and set OPTIMIZELY_REFRESH_TOKEN to its new refresh token: "
+                "the user revoked the app's access, or the refresh token was used up (each works once when "
+                "Optimizely rotates them, so no two servers may share one). The call was not applied."
+            )
+        elif code == "invalid_client" or status == 401:
+            message = "Optimizely refused the OAuth app's client credentials (invalid_client)"
+            hint = (
+                "Set OPTIMIZELY_OAUTH_CLIENT_ID and OPTIMIZELY_OAUTH_CLIENT_SECRET to the app's, from its settings "
+                "in Optimizely. The call was not applied."
+            )
+        elif status >= 500:
+            message = "Optimizely's OAuth token endpoint failed"
+            hint = "The call was not applied: try again in a minute."
+        else:
+            message = f"Optimizely's OAuth token endpoint refused the refresh ({code or 'no error code'})"
+            hint = (
+                "Check OPTIMIZELY_OAUTH_TOKEN_URL; if it is right, re-authorise the OAuth app and set "
+                "OPTIMIZELY_REFRESH_TOKEN to its new refresh token. The call was not applied."
+            )
+        return OptimizelyError(message, status=status, code=code, method="POST", path=path, hint=hint)
 
     def __repr__(self) -> str:
-        return "_BearerAuth(token=***)"
+        return f"TokenAuth(token=***, refreshing={self.refreshing})"
 
 
 class OptimizelyClient:
     """An async client for the Optimizely Flags API v1 and REST API v2.
 
-    ``token`` is a personal token or an OAuth access token. ``transport`` replaces the network (the sandbox and
-    tests pass one). ``rate_limits`` paces requests client-side; ``retry`` bounds retries and 429 waits;
+    ``token`` is a personal token or an OAuth access token; with ``oauth`` (a refresh token and its app's
+    credentials) that token is refreshed when it expires, and may be None to fetch one on first use. A ``TokenAuth``
+    instead of a token signs with that auth, shared with other clients. ``transport`` replaces the network (the
+    sandbox and tests pass one). ``rate_limits`` paces requests client-side; ``retry`` bounds retries and 429 waits;
     ``sleep`` and ``clock`` are the time it waits in (tests pass a fake pair).
 
     Writes (PATCH, POST, DELETE) are retried only when the request provably never reached Optimizely (the
@@ -96,8 +247,9 @@ class OptimizelyClient:
 
     def __init__(
         self,
-        token: str,
+        token: str | TokenAuth | None,
         *,
+        oauth: OAuthCredentials | None = None,
         base_url: str = DEFAULT_BASE_URL,
         flags_base_url: str | None = None,
         v2_base_url: str | None = None,
@@ -110,9 +262,9 @@ class OptimizelyClient:
         shared: Store | None = None,
     ) -> None:
         """``shared``: where the replicas of a deployment keep each token's rate-limit budget (opt_mcp.shared)."""
-        if not token or not token.strip():
-            raise ValueError("An Optimizely API token is required (OPTIMIZELY_API_TOKEN).")
-        self._token = token.strip()
+        if isinstance(token, TokenAuth) and oauth is not None:
+            raise ValueError("Give the OAuth credentials to the TokenAuth, not beside it")
+        self._auth = token if isinstance(token, TokenAuth) else TokenAuth(token, oauth=oauth, clock=clock)
         base = base_url.rstrip("/")
         self.flags_base_url = (flags_base_url or f"{base}/flags/v1").rstrip("/")
         self.v2_base_url = (v2_base_url or f"{base}/v2").rstrip("/")
@@ -120,7 +272,7 @@ class OptimizelyClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         limits = rate_limits or RateLimits()
-        self.owner = token_digest(self._token)  # names this token in shared keys and caches
+        self.owner = self._auth.owner  # names these credentials in shared keys and caches
         self._pacers = {
             name: Pacer(
                 name, windows, clock=clock, sleep=sleep, shared=shared, shared_key=f"budget:{self.owner}:{name}"
@@ -128,7 +280,7 @@ class OptimizelyClient:
             for name, windows in (("flags", limits.flags), ("v2", limits.v2), ("results", limits.results))
         }
         self._http = httpx.AsyncClient(
-            auth=_BearerAuth(self._token),
+            auth=self._auth,
             transport=transport,
             timeout=timeout,
             headers={"Accept": "application/json", "User-Agent": f"opt-mcp/{__version__}"},
@@ -540,13 +692,14 @@ class OptimizelyClient:
         await self._sleep(self._backoff_delay(attempt))
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token in text else text
+        return self._auth.redact(text)
 
     def _error(self, response: httpx.Response, method: str, shown: str) -> OptimizelyError:
         error = parse_error_body(response.status_code, response.content, response.headers.get("content-type", ""))
         error.message = self._redact(error.message)
         error.title = self._redact(error.title) if error.title else None
         error.method, error.path = method, shown
+        error.refreshing = self._auth.refreshing
         return error
 
     def _rate_limited(self, response: httpx.Response, method: str, shown: str, wait: float) -> OptimizelyError:

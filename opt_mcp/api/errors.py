@@ -5,17 +5,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# How to get a token that works again: what the error of a refused token ends with.
+_RENEWAL = (
+    "get a new one: create a personal token in Optimizely's app under Profile > API Access and set "
+    "OPTIMIZELY_API_TOKEN to it, or set OPTIMIZELY_REFRESH_TOKEN with OPTIMIZELY_OAUTH_CLIENT_ID and "
+    "OPTIMIZELY_OAUTH_CLIENT_SECRET to have an OAuth token refreshed automatically."
+)
+_FORBIDDEN = (
+    "The token's user lacks permission for this resource or action: ask an Optimizely admin for access, "
+    "or use a project you can edit."
+)
 # What a person can do about each status; appended to Optimizely's own message.
 _NEXT_STEP: dict[int, str] = {
     400: "Check the arguments named in the message and try again.",
-    401: "The Optimizely token is missing, expired or revoked: set OPTIMIZELY_API_TOKEN to a valid personal "
-    "or OAuth token.",
-    403: "The token's user lacks permission for this resource or action: ask an Optimizely admin for access, "
-    "or use a project you can edit.",
+    401: "Optimizely refused the token as expired or revoked (an OAuth access token lasts 2 hours): " + _RENEWAL,
+    # Optimizely answers an expired or revoked token with a 401 or a 403, and its body may not say which it is.
+    403: _FORBIDDEN + " If every call is refused this way, the token may have expired or been revoked instead (an "
+    "OAuth access token lasts 2 hours): " + _RENEWAL,
     404: "Check the project id and the key; list_projects, list_environments and list_flags show what exists.",
     409: "The resource changed or is in a state that forbids this action: fetch it again and retry.",
     422: "Optimizely could not process the values sent: check them against the flag's current state.",
     429: "Optimizely's rate limit was reached: wait and try again.",
+}
+# With OPTIMIZELY_REFRESH_TOKEN the client refreshes a refused token and sends the call again: a refusal that
+# comes after that is no expiry.
+_REFRESHED: dict[int, str] = {
+    401: "Optimizely refused the token just refreshed with OPTIMIZELY_REFRESH_TOKEN: the app's access was probably "
+    "revoked. Re-authorise the OAuth app in Optimizely and set OPTIMIZELY_REFRESH_TOKEN to its new refresh token.",
+    403: _FORBIDDEN,
 }
 _SERVER_SIDE = "Optimizely had a server-side problem: try again in a minute."
 
@@ -25,6 +42,8 @@ class OptimizelyError(Exception):
 
     ``status`` is None when no HTTP response was received (connection failure, timeout).
     ``retry_after`` is the number of seconds to wait before trying again, when known.
+    ``hint`` is the next step when the status alone does not tell it (a failed OAuth refresh).
+    ``refreshing``: the token is refreshed with OPTIMIZELY_REFRESH_TOKEN, so a 401 or 403 is no expiry.
     """
 
     def __init__(
@@ -38,6 +57,8 @@ class OptimizelyError(Exception):
         retry_after: float | None = None,
         method: str | None = None,
         path: str | None = None,
+        hint: str | None = None,
+        refreshing: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,9 +69,15 @@ class OptimizelyError(Exception):
         self.retry_after = retry_after
         self.method = method
         self.path = path
+        self.hint = hint
+        self.refreshing = refreshing
 
     @property
     def next_step(self) -> str:
+        if self.hint is not None:
+            return self.hint
+        if self.refreshing and self.status in _REFRESHED:
+            return _REFRESHED[self.status]
         if self.status is None:
             return "Check the network connection and OPTIMIZELY_API_BASE_URL, then try again."
         if self.status >= 500:

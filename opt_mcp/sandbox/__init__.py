@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SEED_PROJECT_ID, Readings, SandboxConfig
+from opt_mcp.sandbox.config import (
+    SANDBOX_ORIGIN,
+    SANDBOX_TOKEN,
+    SANDBOX_TOKEN_URL,
+    SEED_PROJECT_ID,
+    Readings,
+    SandboxConfig,
+    SandboxOAuth,
+)
 
 if TYPE_CHECKING:
     from opt_mcp.sandbox.app import Sandbox, serve
@@ -20,12 +28,14 @@ if TYPE_CHECKING:
 __all__ = [
     "SANDBOX_ORIGIN",
     "SANDBOX_TOKEN",
+    "SANDBOX_TOKEN_URL",
     "SEED_PROJECT_ID",
     "Fault",
     "Readings",
     "RequestRecord",
     "Sandbox",
     "SandboxConfig",
+    "SandboxOAuth",
     "serve",
 ]
 _LATER = {"Sandbox": "app", "serve": "app", "Fault": "faults", "RequestRecord": "faults"}

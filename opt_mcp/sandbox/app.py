@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, MutableMapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,13 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opt_mcp.api.client import OptimizelyClient, RetryPolicy
+from opt_mcp.api.client import OptimizelyClient, RetryPolicy, TokenAuth
+from opt_mcp.api.oauth import OAuthCredentials
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SandboxConfig
+from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SANDBOX_TOKEN_URL, SandboxConfig
 from opt_mcp.sandbox.data import MAX_ENVIRONMENTS, build_store
 from opt_mcp.sandbox.endpoints import Endpoints
 from opt_mcp.sandbox.faults import Fault, FaultKind, FaultPlan, FaultTransport, RequestLog, RequestRecord
 from opt_mcp.sandbox.gateway import Gateway
+from opt_mcp.sandbox.oauth import TokenIssuer
 from opt_mcp.sandbox.results import utc_now
 
 
@@ -40,6 +42,8 @@ class Sandbox:
         self.faults = FaultPlan()
         self.log = RequestLog()
         self.endpoints = Endpoints(self.store, seed=self.config.seed, clock=clock, readings=self.config.readings)
+        # Access tokens expire on the same clock as the results age on, so one fake clock moves both.
+        self.oauth = TokenIssuer(self.config.oauth, self.config.readings, clock)
         self.gateway = Gateway(
             faults=self.faults,
             log=self.log,
@@ -47,6 +51,7 @@ class Sandbox:
             token=self.config.token,
             grants=self.config.grants,
             reset_style=self.config.reset_style,
+            issuer=self.oauth,
         )
         self.app = Starlette(routes=self._routes())
 
@@ -72,6 +77,8 @@ class Sandbox:
             ("GET", "/v2/experiments/{experiment_id}/report", e.experiment_report),
         ]
         routes = [Route(path, wrap(handler), methods=[method]) for method, path, handler in table]
+        # Optimizely's authorization server is another host (app.optimizely.com); the sandbox is one origin for both.
+        routes.append(Route("/oauth2/token", wrap(self.oauth.token, bearer=False), methods=["POST"]))
         # Anything else is still logged and answered in the API's style.
         routes.append(Route("/{path:path}", wrap(e.not_found), methods=["GET", "POST", "PATCH", "PUT", "DELETE"]))
         control = [
@@ -108,15 +115,18 @@ class Sandbox:
 
     def client(
         self,
-        token: str = SANDBOX_TOKEN,
+        token: str | TokenAuth | None = SANDBOX_TOKEN,
         *,
+        oauth: OAuthCredentials | None = None,
         rate_limits: RateLimits | None = None,
         retry: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> OptimizelyClient:
-        """An OptimizelyClient wired to this sandbox in process."""
+        """An OptimizelyClient wired to this sandbox in process; ``oauth`` refreshes at this sandbox's token endpoint
+        whatever its ``token_url`` says (a ``TokenAuth`` given instead must have been made with SANDBOX_TOKEN_URL)."""
         return OptimizelyClient(
             token,
+            oauth=replace(oauth, token_url=SANDBOX_TOKEN_URL) if oauth is not None else None,
             base_url=SANDBOX_ORIGIN,
             transport=self.transport(),
             rate_limits=rate_limits,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opt_mcp.api.oauth import ACCESS_TOKEN_LIFETIME
 from opt_mcp.api.ratelimit import RateLimits
 
 # The seed documents' project (shared/seeds/004_…): the default project of the sandbox.
@@ -15,6 +16,8 @@ SEED_PROJECT_ID = 5629661695180800
 SANDBOX_ORIGIN = "http://sandbox.opt-mcp.invalid"
 # What the server uses for the sandbox when nobody brings a token of their own (not a secret: the sandbox is local).
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105
+# Where the sandbox's OAuth token endpoint answers (Optimizely's is https://app.optimizely.com/oauth2/token).
+SANDBOX_TOKEN_URL = f"{SANDBOX_ORIGIN}/oauth2/token"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,28 @@ class Readings:
     revision_step: Literal["request", "operation"] = "request"
     # A rule's ``audience_conditions``: an array always, or the spec's string form (``"everyone"``, a JSON string).
     audience_conditions: Literal["array", "string"] = "array"
+    # The 401 to an expired access token: the same body as any refused token's, or one that says it expired.
+    expiry_body: Literal["silent", "says_expired"] = "silent"
+    # A refresh's answer: a new refresh token (the one used is refused from then on), or none (it stays valid, as
+    # in the example answer of Optimizely's refresh-token docs).
+    refresh_rotation: Literal["rotates", "keeps"] = "rotates"
+
+
+@dataclass(frozen=True)
+class SandboxOAuth:
+    """An OAuth app and one authorisation of it: with this, the sandbox accepts only the access tokens it issued (and
+    ``token`` and ``grants``), each until it expires on the sandbox's clock.
+
+    ``access_token`` is the token a session starts with (None: it starts with the refresh token alone), valid for
+    ``access_token_lifetime`` seconds from the sandbox's creation; each refresh issues one that lasts ``lifetime``.
+    """
+
+    client_id: str = "sandbox-oauth-client"
+    client_secret: str = field(default="sandbox-oauth-client-secret", repr=False)
+    refresh_token: str = field(default="sandbox-refresh-token", repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    access_token_lifetime: float = ACCESS_TOKEN_LIFETIME
+    lifetime: int = ACCESS_TOKEN_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,8 @@ class SandboxConfig:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     reset_style: Literal["epoch", "seconds"] = "epoch"
     readings: Readings = field(default_factory=Readings)
+    # The OAuth app whose access tokens expire (None: any refresh is granted, and only issued tokens expire).
+    oauth: SandboxOAuth | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SandboxConfig:

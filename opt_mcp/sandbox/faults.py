@@ -79,7 +79,7 @@ class FaultPlan:
 @dataclass(frozen=True)
 class RequestRecord:
     """A request as the sandbox saw it: ``path`` exactly as sent (percent-encoding kept). The bearer token is never
-    kept, only whether an accepted one was sent."""
+    kept, only whether an accepted one was sent; nor are the OAuth token endpoint's secrets (masked ``***``)."""
 
     method: str
     path: str

@@ -1,5 +1,5 @@
-"""What stands in front of every sandbox endpoint: Bearer auth, rate limits with ``X-RATELIMIT-*`` headers,
-HTTP-level faults, error bodies in each API's style, and the request log."""
+"""What stands in front of every sandbox endpoint: Bearer auth (access tokens that expire), rate limits with
+``X-RATELIMIT-*`` headers, HTTP-level faults, error bodies in each API's style, and the request log."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from starlette.responses import Response
 from opt_mcp.api.ratelimit import RateLimits, Window
 from opt_mcp.sandbox.endpoints import ApiError, problem_response, v2_error_response
 from opt_mcp.sandbox.faults import Fault, FaultPlan, RequestLog, RequestRecord
+from opt_mcp.sandbox.oauth import TokenIssuer, masked_form
 
 Handler = Callable[[Request], Awaitable[Response]]
 _RESULTS = re.compile(r"^/v2/(experiments|campaigns)/[^/]+/results")
 _BEARER = re.compile(r"^Bearer\s+(\S+)\s*$", re.IGNORECASE)
+_UNAUTHORIZED = "Invalid credentials: send Authorization: Bearer <token>."
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class _Windows:
 
 class Gateway:
     """Wraps each endpoint handler. ``token`` fixes the one accepted Bearer token (None: any non-empty one);
-    a token in ``grants`` is also accepted, and sees only the projects granted to it, as a person's token does."""
+    a token in ``grants`` is also accepted, and sees only the projects granted to it, as a person's token does.
+    An access token ``issuer`` handed out is accepted until it expires; with an OAuth app configured there, no
+    other token is (but ``token`` and ``grants``)."""
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class Gateway:
         token: str | None,
         grants: Mapping[str, frozenset[int]] | None = None,
         reset_style: Literal["epoch", "seconds"] = "epoch",
+        issuer: TokenIssuer | None = None,
     ) -> None:
         self.faults = faults
         self.log = log
@@ -79,21 +84,51 @@ class Gateway:
         self.token = token
         self.grants = dict(grants or {})
         self.reset_style = reset_style
+        self.issuer = issuer
         self._windows = _Windows()
         self._lock = asyncio.Lock()
 
-    def wrap(self, handler: Handler) -> Handler:
+    def wrap(self, handler: Handler, *, bearer: bool = True) -> Handler:
+        """``handler`` behind the gateway; ``bearer=False`` for the OAuth token endpoint, which takes no Bearer
+        token and no part of the API's rate limits (and whose secrets the request log masks)."""
+
         async def endpoint(request: Request) -> Response:
-            return await self._serve(request, handler)
+            return await (self._serve(request, handler) if bearer else self._serve_open(request, handler))
 
         return endpoint
+
+    async def _serve_open(self, request: Request, handler: Handler) -> Response:
+        path: str = request.scope["path"]
+        body = await request.body()
+        fault = self.faults.take(request.method, path, transport=False)
+        if fault is not None and fault.kind == "latency":
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind == "status" and not fault.after:
+            response = _fault_response(fault, v2=True)
+        else:
+            response = await handler(request)
+            if fault is not None and fault.kind != "latency":
+                response = _after_fault(fault, response, v2=True)
+        self.log.add(
+            RequestRecord(
+                method=request.method,
+                path=path,
+                query=masked_form(request.scope["query_string"].decode("latin-1")),
+                body=masked_form(body).encode(),
+                status=response.status_code,
+                authorized=False,
+                at=time.time(),
+                fault=fault.kind if fault else None,
+            )
+        )
+        return response
 
     async def _serve(self, request: Request, handler: Handler) -> Response:
         # From the scope: request.url rebuilds and reparses the whole URL on each use.
         path: str = request.scope["path"]
         body = await request.body()
         v2 = path.startswith("/v2/")
-        token = self._bearer(request)
+        token, refusal = self._bearer(request)
         fault = self.faults.take(request.method, path, transport=False)
         fault_name = fault.kind if fault else None
         if fault is not None and fault.kind == "latency":
@@ -101,7 +136,7 @@ class Gateway:
         if fault is not None and fault.kind == "status" and not fault.after:
             response = _fault_response(fault, v2)
         elif token is None:
-            response = _error(401, "Unauthorized", "Invalid credentials: send Authorization: Bearer <token>.", v2)
+            response = _error(401, "Unauthorized", refusal, v2)
         else:
             request.state.grant = self.grants.get(token)
             response = await self._limited(request, handler, token, v2)
@@ -122,16 +157,25 @@ class Gateway:
         )
         return response
 
-    def _bearer(self, request: Request) -> str | None:
+    def _bearer(self, request: Request) -> tuple[str | None, str]:
+        """The accepted Bearer token, or None and the detail of the 401 that refuses it."""
         match = _BEARER.match(request.headers.get("authorization", ""))
         if match is None:
-            return None
+            return None, _UNAUTHORIZED
         token = match.group(1)
         if token in self.grants:
-            return token
-        if self.token is not None and not hmac.compare_digest(token.encode(), self.token.encode()):
-            return None
-        return token
+            return token, ""
+        state = self.issuer.check(token) if self.issuer is not None else "unknown"
+        if state == "valid":
+            return token, ""
+        if state == "expired":
+            says = self.issuer is not None and self.issuer.readings.expiry_body == "says_expired"
+            return None, "The access token expired." if says else _UNAUTHORIZED
+        if self.token is not None:
+            accepted = hmac.compare_digest(token.encode(), self.token.encode())
+        else:  # any token, but in an OAuth account, which accepts only the tokens it issued
+            accepted = self.issuer is None or self.issuer.config is None
+        return (token, "") if accepted else (None, _UNAUTHORIZED)
 
     async def _limited(self, request: Request, handler: Handler, token: str, v2: bool) -> Response:
         who = hashlib.sha256(token.encode()).hexdigest()
