@@ -3,11 +3,12 @@ preview against the live resource, the user's confirmation, a revision check jus
 the answer after it.
 
 Each kind of write is a plan (PatchPlan, BulkPlan, TogglePlan: what will be sent), a preview resolver that computes
-it as a ``Preview[...Plan]``, a resolver that asks the user about the preview, and a writer that sends the plan and
-checks the answer. A new kind of write adds those, and a tool function that hands them to the guard.
+it as a ``Preview[...Plan]``, and a writer that sends it and checks the answer. A new kind of write adds those three,
+its asker (``_asker`` of its preview resolver) and a tool function that hands them to the guard.
 """
 
 import copy
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, assert_never
@@ -127,6 +128,33 @@ def _next_step(status: PreviewStatus, token: str | None) -> str:
 
 def _done(view: WriteResult) -> CallToolResult:
     return respond(view, render.write_result(view))
+
+
+Asker = Callable[[Context[Any, Any], Preview[object], str | None], Awaitable[Elicit[Confirm] | Decision]]
+
+
+def _asker(previewer: Callable[..., Awaitable[Preview[object]]], name: str) -> Asker:
+    """The resolver that asks the user about the preview ``previewer`` resolves: one body for every write tool,
+    since what is asked is the preview's own message.
+
+    The SDK learns a resolver's inputs from its signature and annotations, read at registration: ``ctx`` by its
+    type, ``preview`` by its ``Resolve`` (the very function of the tool's own ``preview`` parameter, so the SDK runs
+    it once per call) and ``confirmation_token`` by the tool argument of that name. This module keeps annotations
+    evaluated (no ``from __future__ import annotations``): the ``Resolve(previewer)`` below is the object itself,
+    not a string naming a local the SDK could not find.
+    """
+
+    async def resolve(
+        ctx: Context[Any, Any],
+        preview: Annotated[Preview[object], Resolve(previewer)],
+        confirmation_token: str | None,
+    ) -> Elicit[Confirm] | Decision:
+        return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+    # The SDK keys a question on the wire (and names it in errors) by its resolver's module and qualified name: each
+    # tool's asker keeps a name of its own rather than sharing "_asker.<locals>.resolve".
+    resolve.__name__ = resolve.__qualname__ = name
+    return resolve
 
 
 async def _fetch_flag(rt: Runtime, project_id: int, flag_key: str) -> Flag:
@@ -355,12 +383,7 @@ async def _write_patch(rt: Runtime, preview: Preview[PatchPlan], written: dict[s
     return _done(view)
 
 
-async def _patch_ask(
-    ctx: Context[Any, Any],
-    preview: Annotated[Preview[PatchPlan], Resolve(_patch_preview)],
-    confirmation_token: str | None,
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_patch_ask = _asker(_patch_preview, "_patch_ask")
 
 
 async def patch_flag(
@@ -586,12 +609,7 @@ async def _archive_preview(ctx: Context[Any, Any], flag_keys: list[str], project
     return await _bulk_preview(ctx, flag_keys, project_id, archive=True)
 
 
-async def _archive_ask(
-    ctx: Context[Any, Any],
-    preview: Annotated[Preview[BulkPlan], Resolve(_archive_preview)],
-    confirmation_token: str | None,
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_archive_ask = _asker(_archive_preview, "_archive_ask")
 
 
 async def archive_flags(
@@ -611,12 +629,7 @@ async def _unarchive_preview(ctx: Context[Any, Any], flag_keys: list[str], proje
     return await _bulk_preview(ctx, flag_keys, project_id, archive=False)
 
 
-async def _unarchive_ask(
-    ctx: Context[Any, Any],
-    preview: Annotated[Preview[BulkPlan], Resolve(_unarchive_preview)],
-    confirmation_token: str | None,
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_unarchive_ask = _asker(_unarchive_preview, "_unarchive_ask")
 
 
 async def unarchive_flags(
@@ -702,7 +715,8 @@ async def _toggle_preview(
         revisions={plan.scope: ruleset.revision},
         summary=f"turn flag {flag_key!r} {'ON' if enabled else 'OFF'} in {where}, project {pid}",
         effects=_toggle_effects(ruleset, enabled),
-        skip_confirmation=rt.guard.mode == "production-only" and not production,
+        # A toggle already in place asks nothing (the tool says so); production-only mode asks only in production.
+        skip_confirmation=plan.unchanged or (rt.guard.mode == "production-only" and not production),
         plan=plan,
     )
 
@@ -731,14 +745,7 @@ async def _write_toggle(rt: Runtime, preview: Preview[TogglePlan], written: dict
     return _done(view)
 
 
-async def _toggle_ask(
-    ctx: Context[Any, Any],
-    preview: Annotated[Preview[TogglePlan], Resolve(_toggle_preview)],
-    confirmation_token: str | None,
-) -> Elicit[Confirm] | Decision:
-    if preview.plan.unchanged:
-        return Decision(kind="skip")
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_toggle_ask = _asker(_toggle_preview, "_toggle_ask")
 
 
 async def set_flag_enabled(
