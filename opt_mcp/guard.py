@@ -6,6 +6,8 @@ Every write tool computes a preview against the live resource (what changes, and
   the exact question it was given); under the handshake protocol the same call carries the preview to the write;
 - otherwise the first call returns the preview and a signed, single-use confirmation token bound to the tool, the
   exact arguments and the previewed revisions; the write happens when the same call comes back with the token.
+The operator's confirm mode narrows this: under ``token`` nobody is asked in the client; under ``production-only`` a
+flag turned on or off is confirmed only in the production environment (priority 1), and every other write as above.
 Just before writing, the resource is fetched again: if its revision moved, nothing is written and a fresh preview
 is returned. Every write and every refused write leaves an audit record; the audit never holds a secret.
 """
