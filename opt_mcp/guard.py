@@ -55,7 +55,8 @@ class Confirm(BaseModel):
 
 class Decision(BaseModel):
     """A resolver outcome that is not the user's answer: confirm by token, or no confirmation needed. (A model, not
-    a dataclass: the SDK hands it to the tool as an accepted elicitation, whose data is a model.)"""
+    a dataclass, so that ``Answer`` can name it: the SDK hands it to the tool as the data of an accepted elicitation,
+    whose type parameter is bound to models.)"""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,7 +72,8 @@ PreviewStatus = Literal["preview", "declined", "changed"]
 """The statuses of a result that shows a preview and wrote nothing: the ones the guard asks ``show`` for (each is
 a ``WriteStatus`` too)."""
 
-P = TypeVar("P", covariant=True)  # a preview's plan: what its writer sends
+# A preview's plan, what its writer sends. Covariant: code that never reads the plan takes any Preview[object].
+P = TypeVar("P", covariant=True)
 R = TypeVar("R")  # a write tool's result
 
 
@@ -315,11 +317,7 @@ class Guard:
         each revision after a write in the dict it is given as soon as Optimizely answers: a write that fails or is
         cancelled part-way is audited with what it did write.
         """
-        audit: dict[str, object] = {
-            "tool": preview.tool,
-            "arguments": preview.arguments,
-            "revision_before": preview.revisions,
-        }
+        audit = {"tool": preview.tool, "arguments": preview.arguments, "revision_before": preview.revisions}
         if self.person is not None:
             audit = {"person": self.person, **audit}
         match answer:
