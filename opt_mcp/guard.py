@@ -6,6 +6,8 @@ Every write tool computes a preview against the live resource (what changes, and
   the exact question it was given); under the handshake protocol the same call carries the preview to the write;
 - otherwise the first call returns the preview and a signed, single-use confirmation token bound to the tool, the
   exact arguments and the previewed revisions; the write happens when the same call comes back with the token.
+The operator's confirm mode narrows this: under ``token`` nobody is asked in the client; under ``production-only`` a
+flag turned on or off is confirmed only in the production environment (priority 1), and every other write as above.
 Just before writing, the resource is fetched again: if its revision moved, nothing is written and a fresh preview
 is returned. Every write and every refused write leaves an audit record; the audit never holds a secret.
 """
@@ -24,17 +26,20 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import anyio
-from mcp.server.mcpserver import Context, Elicit
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from opt_mcp.shared import Store, StoreDown
 
 if TYPE_CHECKING:
     import sqlite3
+
+    # For the annotations only: the views do not load with the settings (config imports this module).
+    from opt_mcp.views import Change
 
 ConfirmMode = Literal["elicit", "token", "production-only"]
 TOKEN_TTL_SECONDS = 600.0
@@ -48,23 +53,56 @@ class Confirm(BaseModel):
     confirm: bool = Field(description="Apply exactly the change shown?")
 
 
-@dataclass(frozen=True)
-class Decision:
-    """A resolver outcome that is not the user's answer: confirm by token, or no confirmation needed."""
+class Decision(BaseModel):
+    """A resolver outcome that is not the user's answer: confirm by token, or no confirmation needed. (A model, not
+    a dataclass, so that ``Answer`` can name it: the SDK hands it to the tool as the data of an accepted elicitation,
+    whose type parameter is bound to models.)"""
+
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["token", "skip"]
 
 
-@dataclass
-class Preview:
-    """What a write would do, computed against the live resource."""
+Answer = ElicitationResult[Confirm | Decision]
+"""What a write tool's ``answer`` receives from its ask resolver: the SDK passes the user's reply to an ``Elicit``
+as it came (accepted with a Confirm, declined or cancelled), and a Decision the resolver returned instead as an
+accepted elicitation of it."""
+
+PreviewStatus = Literal["preview", "declined", "changed"]
+"""The statuses of a result that shows a preview and wrote nothing: the ones the guard asks ``show`` for (each is
+a ``WriteStatus`` too)."""
+
+# A preview's plan, what its writer sends. Covariant: code that never reads the plan takes any Preview[object].
+P = TypeVar("P", covariant=True)
+R = TypeVar("R")  # a write tool's result
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preview(Generic[P]):
+    """What a write would do, computed against the live resource: what the user sees (``message``) and confirms,
+    and the plan its writer carries out (typed per kind of write, e.g. ``Preview[PatchPlan]``)."""
 
     tool: str
-    arguments: dict[str, Any]
-    revisions: dict[str, int | None]
-    message: str
-    skip_confirmation: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, JsonValue]  # the call's own arguments, as a confirmation token binds them
+    revisions: dict[str, int | None]  # each resource's revision as previewed: the write needs them unchanged
+    summary: str
+    plan: P
+    changes: list[Change] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skip_confirmation: bool = False  # nothing to confirm: the confirm mode does not ask, or it changes nothing
+
+    @property
+    def message(self) -> str:
+        """The preview as the user sees it in the client. It names the revisions: under the 2026 protocol the SDK
+        consumes an answer only for the exact question asked, so a resource that moved before the answer came back
+        is asked about again."""
+        lines = [f"Confirm {self.tool}: {self.summary}"]
+        lines += [f"  {c.path}: {c.before!r} -> {c.after!r}" for c in self.changes]
+        lines += [f"  {e}" for e in self.effects]
+        lines += [f"  WARNING: {w}" for w in self.warnings]
+        lines.append("revisions: " + ", ".join(f"{k} {v}" for k, v in self.revisions.items()))
+        return "\n".join(lines)
 
 
 class Refused(Exception):
@@ -244,13 +282,15 @@ def can_elicit(ctx: Context[Any, Any]) -> bool:
     return version >= "2026-07-28" or ctx.session.can_send_request
 
 
-def ask(ctx: Context[Any, Any], preview: Preview, mode: ConfirmMode, token: str | None) -> Elicit[Confirm] | Decision:
+def ask(
+    ctx: Context[Any, Any], preview: Preview[object], mode: ConfirmMode, token: str | None
+) -> Elicit[Confirm] | Decision:
     """Resolver body shared by the write tools: ask the user in the client, or fall back to a token."""
     if preview.skip_confirmation:
-        return Decision("skip")
+        return Decision(kind="skip")
     if token is None and mode != "token" and can_elicit(ctx):
         return Elicit(preview.message, Confirm)
-    return Decision("token")
+    return Decision(kind="token")
 
 
 @dataclass
@@ -262,29 +302,32 @@ class Guard:
 
     async def run(
         self,
-        preview: Preview,
-        outcome: Any,
+        preview: Preview[P],
+        answer: Answer,
         token: str | None,
         *,
-        fresh_preview: Callable[[], Awaitable[Preview]],
-        write: Callable[[dict[str, int | None]], Awaitable[Any]],
-        show: Callable[[Preview, str, str | None, float | None], Any],
-    ) -> Any:
+        fresh_preview: Callable[[], Awaitable[Preview[P]]],
+        write: Callable[[dict[str, int | None]], Awaitable[R]],
+        show: Callable[[Preview[P], PreviewStatus, str | None, float | None], R],
+    ) -> R:
         """Confirm, re-check the revisions, then write; or return why nothing was written.
 
-        ``outcome`` is the resolver's result (the user's answer, or a Decision). ``show`` renders a result that
-        writes nothing: (preview, status, token, expires_at). ``write`` returns its result, and records each revision
-        after a write in the dict it is given as soon as Optimizely answers: a write that fails or is cancelled
-        part-way is audited with what it did write.
+        ``answer`` is what the tool's ask resolver resolved to (the user's answer, or a Decision). ``show`` renders
+        a result that writes nothing: (preview, status, token, expires_at). ``write`` returns its result, and records
+        each revision after a write in the dict it is given as soon as Optimizely answers: a write that fails or is
+        cancelled part-way is audited with what it did write.
         """
         audit = {"tool": preview.tool, "arguments": preview.arguments, "revision_before": preview.revisions}
         if self.person is not None:
             audit = {"person": self.person, **audit}
-        decision = getattr(outcome, "data", None)
-        if getattr(outcome, "action", "accept") != "accept" or (isinstance(decision, Confirm) and not decision.confirm):
-            await self.audit.record(**audit, outcome="declined")
-            return show(preview, "declined", None, None)
-        by_token = isinstance(decision, Decision) and decision.kind == "token"
+        match answer:
+            case AcceptedElicitation(data=Decision(kind="token")):
+                by_token = True
+            case AcceptedElicitation(data=Decision(kind="skip") | Confirm(confirm=True)):
+                by_token = False
+            case _:  # declined, cancelled, or accepted with "apply" left unticked
+                await self.audit.record(**audit, outcome="declined")
+                return show(preview, "declined", None, None)
         if by_token and token is None:
             issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
             return show(preview, "preview", issued, expires)
@@ -339,7 +382,7 @@ class Guard:
         return result
 
     @staticmethod
-    async def _recheck(preview: Preview, fresh_preview: Callable[[], Awaitable[Preview]]) -> str:
+    async def _recheck(preview: Preview[P], fresh_preview: Callable[[], Awaitable[Preview[P]]]) -> str:
         """After a failed write, what Optimizely holds now: a failure can come after the change was made (a lost
         answer, a gateway error), and the user must not be told "failed" about a change that happened."""
         try:

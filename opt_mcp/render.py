@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
+from typing import assert_never
 
 from opt_mcp.views import (
     EnvironmentList,
@@ -17,6 +18,7 @@ from opt_mcp.views import (
     RuleView,
     Truncation,
     WriteResult,
+    WriteStatus,
 )
 
 
@@ -136,15 +138,25 @@ def project_list(view: ProjectList) -> str:
     return "\n".join(lines + _notes(view.truncated))
 
 
+def _headline(status: WriteStatus) -> str:
+    # A match, not a dict: mypy proves that every status has its headline.
+    match status:
+        case "preview":
+            return "PREVIEW — nothing has been written."
+        case "written":
+            return "WRITTEN."
+        case "declined":
+            return "DECLINED — nothing was written."
+        case "changed":
+            return "NOT WRITTEN — the resource changed since the preview. This is a fresh preview."
+        case "unchanged":
+            return "NOTHING TO DO."
+        case _:
+            assert_never(status)
+
+
 def write_result(view: WriteResult) -> str:
-    headline = {
-        "preview": "PREVIEW — nothing has been written.",
-        "written": "WRITTEN.",
-        "declined": "DECLINED — nothing was written.",
-        "changed": "NOT WRITTEN — the resource changed since the preview. This is a fresh preview.",
-        "unchanged": "NOTHING TO DO.",
-    }[view.status]
-    lines = [f"{view.tool}: {headline} {view.summary}"]
+    lines = [f"{view.tool}: {_headline(view.status)} {view.summary}"]
     lines += [
         f"  {c.path}: {json.dumps(c.before, ensure_ascii=False)} -> {json.dumps(c.after, ensure_ascii=False)}"
         for c in view.changes

@@ -337,8 +337,13 @@ class Change(View):
     after: AnyJson = None
 
 
+WriteStatus = Literal["preview", "written", "declined", "changed", "unchanged"]
+"""What a write tool's result says happened: every status, in this one place, for this view, its text and the write
+tools (the three the guard shows a preview with are guard.PreviewStatus)."""
+
+
 class WriteResult(View):
-    status: Literal["preview", "written", "declined", "changed", "unchanged"] = Field(
+    status: WriteStatus = Field(
         description="preview: nothing written yet; written: done; declined: the user said no; changed: the "
         "resource changed since the preview, nothing written, here is a fresh preview; unchanged: nothing to do"
     )

@@ -117,6 +117,29 @@ def text_of(result: dict[str, Any]) -> str:
     return json.dumps(result).lower()
 
 
+# Each write tool, called in an order where each has something to do: homepage_hero is archived before it is
+# unarchived, and product_sort is on in production.
+EACH_WRITE: list[tuple[str, dict[str, Any]]] = [
+    ("patch_flag", DESCRIBE),
+    ("archive_flags", {"flag_keys": ["homepage_hero"]}),
+    ("unarchive_flags", {"flag_keys": ["homepage_hero"]}),
+    ("set_flag_enabled", {"flag_key": "product_sort", "environment": "production", "enabled": False}),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("confirm", [True, False])
+async def test_every_write_tool_asks_in_the_client_once(sandbox: Sandbox, mode: str, confirm: bool) -> None:
+    """Each tool's ask resolver (one factory makes them all) asks about its own tool's preview, in both eras."""
+    user = User(confirm=confirm)
+    async with Client(make(sandbox), mode=mode, elicitation_callback=user) as c:
+        statuses = [data(await c.call_tool(tool, arguments))["status"] for tool, arguments in EACH_WRITE]
+    assert [message.split(":")[0] for message in user.shown] == [f"Confirm {tool}" for tool, _ in EACH_WRITE]
+    assert all("revisions: " in message for message in user.shown)
+    assert statuses == ["written" if confirm else "declined"] * len(EACH_WRITE)
+    assert len(writes(sandbox)) == (len(EACH_WRITE) if confirm else 0)
+
+
 async def test_a_change_before_the_answer_writes_nothing_legacy(sandbox: Sandbox) -> None:
     async def someone_else_edits(_: int) -> None:
         async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:

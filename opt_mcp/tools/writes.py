@@ -1,25 +1,32 @@
 """Write tools: patch_flag, archive_flags, unarchive_flags, set_flag_enabled. Each goes through the guard: a
 preview against the live resource, the user's confirmation, a revision check just before the write, and a check of
-the answer after it."""
+the answer after it.
+
+Each kind of write is a plan (PatchPlan, BulkPlan, TogglePlan: what will be sent), a preview resolver that computes
+it as a ``Preview[...Plan]``, and a writer that sends it and checks the answer. A new kind of write adds those three,
+its asker (``_asker`` of its preview resolver) and a tool function that hands them to the guard.
+"""
 
 import copy
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 import anyio
 import anyio.lowlevel
 import jsonpatch
 import jsonpointer
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from opt_mcp import render
 from opt_mcp.api.errors import OptimizelyError
-from opt_mcp.api.models import Flag
+from opt_mcp.api.models import Flag, Ruleset
 from opt_mcp.budget import respond
-from opt_mcp.guard import AlreadyInPlace, Confirm, Decision, Preview, ask
+from opt_mcp.guard import AlreadyInPlace, Answer, Confirm, Decision, Preview, PreviewStatus, ask
 from opt_mcp.progress import advance
 from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
@@ -69,8 +76,8 @@ class PatchOperation(BaseModel):
     value: AnyJson = None
     from_: str | None = Field(default=None, alias="from", max_length=300)
 
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"op": self.op, "path": self.path}
+    def wire(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {"op": self.op, "path": self.path}
         if self.op in ("add", "replace", "test"):
             out["value"] = self.value
         if self.from_ is not None:
@@ -83,44 +90,71 @@ class PatchOperation(BaseModel):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _show(preview: Preview, status: str, token: str | None, expires: float | None) -> CallToolResult:
+def _show(preview: Preview[object], status: PreviewStatus, token: str | None, expires: float | None) -> CallToolResult:
     """A result that writes nothing: the preview, and what to do next."""
-    next_step = {
-        "preview": "Show this preview to the user. Only if they approve, call the same tool again with the same "
-        "arguments plus confirmation_token.",
-        "declined": "Nothing was written: the user declined. Do not retry unless they ask again.",
-        "changed": "Nothing was written. Show the fresh preview to the user; "
-        "the earlier confirmation no longer applies.",
-    }[status]
-    if status == "changed" and token:
-        next_step += " If they approve, call again with the new confirmation_token."
     view = WriteResult(
         status=status,
         tool=preview.tool,
-        summary=preview.extra["summary"],
-        changes=preview.extra.get("changes", []),
-        effects=preview.extra.get("effects", []),
-        warnings=preview.extra.get("warnings", []),
+        summary=preview.summary,
+        changes=preview.changes,
+        effects=preview.effects,
+        warnings=preview.warnings,
         revisions=preview.revisions,
         confirmation_token=token,
         expires_at=datetime.fromtimestamp(expires, UTC) if expires else None,
-        next_step=next_step,
+        next_step=_next_step(status, token),
     )
     return respond(view, render.write_result(view))
+
+
+def _next_step(status: PreviewStatus, token: str | None) -> str:
+    match status:
+        case "preview":
+            return (
+                "Show this preview to the user. Only if they approve, call the same tool again with the same "
+                "arguments plus confirmation_token."
+            )
+        case "declined":
+            return "Nothing was written: the user declined. Do not retry unless they ask again."
+        case "changed":
+            again = " If they approve, call again with the new confirmation_token." if token else ""
+            return (
+                "Nothing was written. Show the fresh preview to the user; the earlier confirmation no longer applies."
+                + again
+            )
+        case _:
+            assert_never(status)
 
 
 def _done(view: WriteResult) -> CallToolResult:
     return respond(view, render.write_result(view))
 
 
-def _message(tool: str, extra: dict[str, Any], revisions: dict[str, int | None]) -> str:
-    """The preview as the user sees it in the client."""
-    lines = [f"Confirm {tool}: {extra['summary']}"]
-    lines += [f"  {c.path}: {c.before!r} -> {c.after!r}" for c in extra.get("changes", [])]
-    lines += [f"  {e}" for e in extra.get("effects", [])]
-    lines += [f"  WARNING: {w}" for w in extra.get("warnings", [])]
-    lines.append("revisions: " + ", ".join(f"{k} {v}" for k, v in revisions.items()))
-    return "\n".join(lines)
+Asker = Callable[[Context[Any, Any], Preview[object], str | None], Awaitable[Elicit[Confirm] | Decision]]
+
+
+def _asker(previewer: Callable[..., Awaitable[Preview[object]]], name: str) -> Asker:
+    """The resolver that asks the user about the preview ``previewer`` resolves: one body for every write tool,
+    since what is asked is the preview's own message.
+
+    The SDK learns a resolver's inputs from its signature and annotations, read at registration: ``ctx`` by its
+    type, ``preview`` by its ``Resolve`` (the very function of the tool's own ``preview`` parameter, so the SDK runs
+    it once per call) and ``confirmation_token`` by the tool argument of that name. This module keeps annotations
+    evaluated (no ``from __future__ import annotations``): the ``Resolve(previewer)`` below is the object itself,
+    not a string naming a local the SDK could not find.
+    """
+
+    async def resolve(
+        ctx: Context[Any, Any],
+        preview: Annotated[Preview[object], Resolve(previewer)],
+        confirmation_token: str | None,
+    ) -> Elicit[Confirm] | Decision:
+        return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+
+    # The SDK keys a question on the wire (and names it in errors) by its resolver's module and qualified name: each
+    # tool's asker keeps a name of its own rather than sharing "_asker.<locals>.resolve".
+    resolve.__name__ = resolve.__qualname__ = name
+    return resolve
 
 
 async def _fetch_flag(rt: Runtime, project_id: int, flag_key: str) -> Flag:
@@ -231,12 +265,21 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     ]
 
 
-async def _patch_preview(
-    ctx: Context[Any, Any], flag_key: str, operations: list[PatchOperation], project_id: int | None
-) -> Preview:
-    rt = runtime(ctx)
-    pid = rt.project(project_id)
-    relative: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class PatchPlan:
+    """A JSON Patch of one flag, as Optimizely takes it, and what the flag's writable fields are after it."""
+
+    project_id: int
+    flag_key: str
+    api_operations: list[dict[str, JsonValue]]  # paths start with /<flag_key>, as patch_flags sends them
+    expected: dict[str, JsonValue]  # _writable(flag) once the patch is applied
+
+
+def _relative_operations(
+    flag_key: str, operations: list[PatchOperation]
+) -> tuple[list[dict[str, JsonValue]], list[str]]:
+    """The operations with paths relative to the flag, checked; and a warning for each whole container replaced."""
+    relative: list[dict[str, JsonValue]] = []
     warnings: list[str] = []
     for index, operation in enumerate(operations):
         wire = operation.wire()
@@ -253,12 +296,13 @@ async def _patch_preview(
                 f"{wire['path']} is replaced as a whole: anything in it that the value leaves out is removed"
             )
         relative.append(wire)
-    flag = await _fetch_flag(rt, pid, flag_key)
-    if flag.archived:
-        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it before patching it")
-    before = _writable(flag)
+    return relative, warnings
+
+
+def _applied(before: dict[str, Any], relative: list[dict[str, JsonValue]]) -> dict[str, Any]:
+    """The flag's writable fields after the patch, as Optimizely will hold them."""
     try:
-        after = jsonpatch.apply_patch(before, relative, in_place=False)
+        after: dict[str, Any] = jsonpatch.apply_patch(before, relative, in_place=False)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise ToolError(f"operations: a test operation failed against the current flag: {exc}") from None
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
@@ -268,28 +312,78 @@ async def _patch_preview(
         # What Optimizely fills in for a new variable, so the preview and the after-write check expect it too.
         variable.setdefault("key", key)
         variable.setdefault("description", "")
+    return after
+
+
+async def _patch_preview(
+    ctx: Context[Any, Any], flag_key: str, operations: list[PatchOperation], project_id: int | None
+) -> Preview[PatchPlan]:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    relative, warnings = _relative_operations(flag_key, operations)
+    flag = await _fetch_flag(rt, pid, flag_key)
+    if flag.archived:
+        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it before patching it")
+    before = _writable(flag)
+    after = _applied(before, relative)
     changes = diff(before, after)
     if not changes:
         raise AlreadyInPlace("operations: they change nothing on the current flag; get_flag shows its values")
-    extra = {
-        "summary": f"patch flag {flag_key!r} in project {pid}: {len(changes)} field(s) change",
-        "changes": changes,
-        "warnings": warnings,
-        "api_operations": [
-            {**op, "path": f"/{flag_key}{op['path']}", **({"from": f"/{flag_key}{op['from']}"} if "from" in op else {})}
-            for op in relative
-        ],
-        "expected": after,
-    }
-    revisions = {flag_key: flag.revision}
-    arguments = {"flag_key": flag_key, "project_id": pid, "operations": [op.wire() for op in operations]}
-    return Preview("patch_flag", arguments, revisions, _message("patch_flag", extra, revisions), extra=extra)
+    api_operations = [
+        {**op, "path": f"/{flag_key}{op['path']}", **({"from": f"/{flag_key}{op['from']}"} if "from" in op else {})}
+        for op in relative
+    ]
+    return Preview(
+        tool="patch_flag",
+        arguments={"flag_key": flag_key, "project_id": pid, "operations": [op.wire() for op in operations]},
+        revisions={flag_key: flag.revision},
+        summary=f"patch flag {flag_key!r} in project {pid}: {len(changes)} field(s) change",
+        changes=changes,
+        warnings=warnings,
+        plan=PatchPlan(project_id=pid, flag_key=flag_key, api_operations=api_operations, expected=after),
+    )
 
 
-async def _patch_ask(
-    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_patch_preview)], confirmation_token: str | None
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+def _patch_surprises(preview: Preview[PatchPlan], flag: Flag) -> list[str]:
+    """What Optimizely's answer shows that the preview did not expect."""
+    plan = preview.plan
+    warnings = []
+    if _writable(flag) != plan.expected:
+        off = [f"{c.path} is {c.after!r}, not {c.before!r}" for c in diff(plan.expected, _writable(flag))]
+        warnings.append(f"after the write the flag differs from what was asked: {'; '.join(off)}")
+    before = preview.revisions[plan.flag_key]
+    # Whether Optimizely counts a revision per request or per operation is not documented: either is ours.
+    sent = len(plan.api_operations)
+    if before is not None and flag.revision is not None and not before < flag.revision <= before + sent:
+        expected = f"{before + 1}" if sent == 1 else f"{before + 1} to {before + sent} for {sent} operations"
+        warnings.append(
+            f"revision went from {before} to {flag.revision}, expected {expected}: someone else may have written "
+            "too; get_flag shows the flag as it is now"
+        )
+    return warnings
+
+
+async def _write_patch(rt: Runtime, preview: Preview[PatchPlan], written: dict[str, int | None]) -> CallToolResult:
+    plan = preview.plan
+    with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
+        changed = await rt.client.patch_flags(plan.project_id, plan.api_operations)
+    flag = changed.get(plan.flag_key)
+    if flag is None:
+        raise ToolError(f"Optimizely accepted the patch but did not return {plan.flag_key!r}; get_flag to check it")
+    written[plan.flag_key] = flag.revision
+    view = WriteResult(
+        status="written",
+        tool=preview.tool,
+        summary=preview.summary,
+        changes=preview.changes,
+        warnings=[*preview.warnings, *_patch_surprises(preview, flag)],
+        revisions={plan.flag_key: flag.revision},
+        next_step="Done. get_flag shows the flag as it is now.",
+    )
+    return _done(view)
+
+
+_patch_ask = _asker(_patch_preview, "_patch_ask")
 
 
 async def patch_flag(
@@ -303,8 +397,8 @@ async def patch_flag(
             description="RFC 6902 operations; paths relative to the flag",
         ),
     ],
-    preview: Annotated[Preview, Resolve(_patch_preview)],
-    answer: Annotated[ElicitationResult[Confirm], Resolve(_patch_ask)],
+    preview: Annotated[Preview[PatchPlan], Resolve(_patch_preview)],
+    answer: Annotated[Answer, Resolve(_patch_ask)],
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
@@ -312,45 +406,14 @@ async def patch_flag(
     /variable_definitions/<key>/default_value, /custom_fields, /owner_user_id, /team_ids.
     The user approves a preview first (in the client, or you call again with its confirmation_token)."""
     rt = runtime(ctx)
-    pid = rt.project(project_id)
-
-    async def fresh() -> Preview:
-        return await _patch_preview(ctx, flag_key, operations, project_id)
-
-    async def write(written: dict[str, int | None]) -> CallToolResult:
-        with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
-            changed = await rt.client.patch_flags(pid, preview.extra["api_operations"])
-        flag = changed.get(flag_key)
-        warnings = []
-        if flag is None:
-            raise ToolError(f"Optimizely accepted the patch but did not return {flag_key!r}; get_flag to check it")
-        written[flag_key] = flag.revision
-        if _writable(flag) != preview.extra["expected"]:
-            off = [
-                f"{c.path} is {c.after!r}, not {c.before!r}" for c in diff(preview.extra["expected"], _writable(flag))
-            ]
-            warnings.append(f"after the write the flag differs from what was asked: {'; '.join(off)}")
-        before = preview.revisions[flag_key]
-        # Whether Optimizely counts a revision per request or per operation is not documented: either is ours.
-        sent = len(preview.extra["api_operations"])
-        if before is not None and flag.revision is not None and not before < flag.revision <= before + sent:
-            expected = f"{before + 1}" if sent == 1 else f"{before + 1} to {before + sent} for {sent} operations"
-            warnings.append(
-                f"revision went from {before} to {flag.revision}, expected {expected}: someone else may have written "
-                "too; get_flag shows the flag as it is now"
-            )
-        view = WriteResult(
-            status="written",
-            tool="patch_flag",
-            summary=preview.extra["summary"],
-            changes=preview.extra["changes"],
-            warnings=preview.extra["warnings"] + warnings,
-            revisions={flag_key: flag.revision},
-            next_step="Done. get_flag shows the flag as it is now.",
-        )
-        return _done(view)
-
-    return await rt.guard.run(preview, answer, confirmation_token, fresh_preview=fresh, write=write, show=_show)  # type: ignore[no-any-return]
+    return await rt.guard.run(
+        preview,
+        answer,
+        confirmation_token,
+        fresh_preview=lambda: _patch_preview(ctx, flag_key, operations, project_id),
+        write=lambda written: _write_patch(rt, preview, written),
+        show=_show,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -397,7 +460,23 @@ def _archive_effects(flag: Flag) -> list[str]:
     return effects
 
 
-async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None, archive: bool) -> Preview:
+@dataclass(frozen=True)
+class BulkPlan:
+    """Archive (or unarchive) the flags that are not in that state yet, chunk by chunk."""
+
+    project_id: int
+    archive: bool
+    todo: list[str]  # the keys whose state changes, in the order asked; the others are left as they are
+
+    @property
+    def verb(self) -> str:
+        """The state the flags are put in, as effects, results and progress name it."""
+        return "archived" if self.archive else "unarchived"
+
+
+async def _bulk_preview(
+    ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None, archive: bool
+) -> Preview[BulkPlan]:
     rt = runtime(ctx)
     pid = rt.project(project_id)
     keys = list(dict.fromkeys(flag_keys))
@@ -406,28 +485,24 @@ async def _bulk_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id
     unknown = [k for k in keys if k not in found]
     if unknown:
         raise ToolError(f"flag_keys: not found in project {pid}, nothing was written: {', '.join(unknown)}")
-    tool = "archive_flags" if archive else "unarchive_flags"
-    todo = [k for k in keys if found[k].archived != archive]
-    state = "archived" if archive else "unarchived"
-    effects = [f"{k}: already {state}, left as it is" for k in keys if k not in todo]
+    plan = BulkPlan(project_id=pid, archive=archive, todo=[k for k in keys if found[k].archived != archive])
+    effects = [f"{k}: already {plan.verb}, left as it is" for k in keys if k not in plan.todo]
     if archive:
-        for key in todo:
+        for key in plan.todo:
             effects += _archive_effects(found[key])
     else:
-        effects += [f"{k}: comes back with every environment off; turn it on with set_flag_enabled" for k in todo]
-    extra = {
-        "summary": f"{'archive' if archive else 'unarchive'} {len(todo)} flag(s) in project {pid}"
-        + (
-            ": archiving stops delivery in every environment (unarchive_flags restores the flag, not its state)"
-            if archive
-            else ""
-        ),
-        "effects": effects,
-        "todo": todo,
-    }
-    revisions = {k: found[k].revision for k in keys}
-    arguments = {"flag_keys": flag_keys, "project_id": pid}
-    return Preview(tool, arguments, revisions, _message(tool, extra, revisions), extra=extra)
+        effects += [f"{k}: comes back with every environment off; turn it on with set_flag_enabled" for k in plan.todo]
+    summary = f"{'archive' if archive else 'unarchive'} {len(plan.todo)} flag(s) in project {pid}"
+    if archive:
+        summary += ": archiving stops delivery in every environment (unarchive_flags restores the flag, not its state)"
+    return Preview(
+        tool="archive_flags" if archive else "unarchive_flags",
+        arguments={"flag_keys": list(flag_keys), "project_id": pid},  # a list[JsonValue]: lists are invariant
+        revisions={k: found[k].revision for k in keys},
+        summary=summary,
+        effects=effects,
+        plan=plan,
+    )
 
 
 async def _recheck_chunk(rt: Runtime, pid: int, keys: list[str], archive: bool) -> dict[str, Flag]:
@@ -438,62 +513,74 @@ async def _recheck_chunk(rt: Runtime, pid: int, keys: list[str], archive: bool) 
         return {}
 
 
-async def _bulk_write(
-    ctx: Context[Any, Any], rt: Runtime, pid: int, preview: Preview, archive: bool, after: dict[str, int | None]
+def _chunk_written(
+    preview: Preview[BulkPlan], chunk: list[str], answer: dict[str, Flag], after: dict[str, int | None]
+) -> dict[str, str]:
+    """Each key's result from Optimizely's answer to its chunk."""
+    plan = preview.plan
+    results: dict[str, str] = {}
+    for key in chunk:
+        flag = answer.get(key)
+        if flag is None:
+            results[key] = "not in Optimizely's answer: get_flag to check it"
+            continue
+        after[key] = flag.revision
+        before = preview.revisions.get(key)
+        ok = flag.archived == plan.archive and (before is None or flag.revision == before + 1)
+        results[key] = plan.verb if ok else f"answer differs: archived={flag.archived}, revision {flag.revision}"
+    return results
+
+
+async def _chunk_failed(
+    rt: Runtime, plan: BulkPlan, chunk: list[str], exc: OptimizelyError, after: dict[str, int | None]
+) -> dict[str, str]:
+    """Each key's result after its chunk's request failed: a failure can come after the change was made, so each
+    result says what a fresh read shows."""
+    now = await _recheck_chunk(rt, plan.project_id, chunk, plan.archive)
+    results: dict[str, str] = {}
+    for key in chunk:
+        flag = now.get(key)
+        if flag is not None and flag.archived == plan.archive:
+            after[key] = flag.revision
+            results[key] = f"{plan.verb} (a fresh read shows it, though the request failed: {exc})"
+        elif flag is not None:
+            results[key] = f"failed, not {plan.verb} (a fresh read shows it unchanged): {exc}"
+        else:
+            results[key] = f"failed, and a fresh read was not possible: get_flag to check it. {exc}"
+    return results
+
+
+async def _write_bulk(
+    ctx: Context[Any, Any], rt: Runtime, preview: Preview[BulkPlan], after: dict[str, int | None]
 ) -> CallToolResult:
     """Chunk by chunk, reporting progress after each. A cancellation stops it between chunks, never inside one:
     each request sent is seen through and recorded in ``after``, which the guard audits either way."""
-    todo: list[str] = preview.extra["todo"]
-    results: dict[str, str] = {k: "unchanged (already in that state)" for k in preview.revisions if k not in todo}
+    plan = preview.plan
+    results = {k: "unchanged (already in that state)" for k in preview.revisions if k not in plan.todo}
     warnings: list[str] = []
-    send = rt.client.archive_flags if archive else rt.client.unarchive_flags
-    verb = "archived" if archive else "unarchived"
-    for start in range(0, len(todo), ARCHIVE_CHUNK):
-        chunk = todo[start : start + ARCHIVE_CHUNK]
+    send = rt.client.archive_flags if plan.archive else rt.client.unarchive_flags
+    for start in range(0, len(plan.todo), ARCHIVE_CHUNK):
+        chunk = plan.todo[start : start + ARCHIVE_CHUNK]
         await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             with anyio.CancelScope(shield=True):
-                answer = await send(pid, chunk)
+                answer = await send(plan.project_id, chunk)
         except OptimizelyError as exc:
-            # A failure can come after the change was made: each key's result says what a fresh read shows.
-            now = await _recheck_chunk(rt, pid, chunk, archive)
-            for key in chunk:
-                flag = now.get(key)
-                if flag is not None and flag.archived == archive:
-                    after[key] = flag.revision
-                    results[key] = f"{verb} (a fresh read shows it, though the request failed: {exc})"
-                elif flag is not None:
-                    results[key] = f"failed, not {verb} (a fresh read shows it unchanged): {exc}"
-                else:
-                    results[key] = f"failed, and a fresh read was not possible: get_flag to check it. {exc}"
-            for key in todo[start + ARCHIVE_CHUNK :]:
-                results[key] = "not attempted (an earlier chunk failed)"
+            results |= await _chunk_failed(rt, plan, chunk, exc, after)
+            results |= dict.fromkeys(plan.todo[start + ARCHIVE_CHUNK :], "not attempted (an earlier chunk failed)")
             warnings.append("the write stopped part-way: see results per key")
             break
-        for key in chunk:
-            flag = answer.get(key)
-            if flag is None:
-                results[key] = "not in Optimizely's answer: get_flag to check it"
-                continue
-            after[key] = flag.revision
-            before = preview.revisions.get(key)
-            ok = flag.archived == archive and (before is None or flag.revision == before + 1)
-            results[key] = (
-                ("archived" if archive else "unarchived")
-                if ok
-                else f"answer differs: archived={flag.archived}, revision {flag.revision}"
-            )
-        await advance(ctx, len(chunk), f"{verb} {start + len(chunk)} of {len(todo)} flags")
-    tool = "archive_flags" if archive else "unarchive_flags"
+        results |= _chunk_written(preview, chunk, answer, after)
+        await advance(ctx, len(chunk), f"{plan.verb} {start + len(chunk)} of {len(plan.todo)} flags")
     view = WriteResult(
         status="written",
-        tool=tool,
-        summary=preview.extra["summary"],
-        effects=preview.extra["effects"],
+        tool=preview.tool,
+        summary=preview.summary,
+        effects=preview.effects,
         warnings=warnings,
         revisions=after,
         results=results,
-        next_step="Done. list_flags with archived=true shows archived flags." if archive else "Done.",
+        next_step="Done. list_flags with archived=true shows archived flags." if plan.archive else "Done.",
     )
     return _done(view)
 
@@ -502,67 +589,59 @@ async def _bulk_run(
     ctx: Context[Any, Any],
     flag_keys: list[str],
     project_id: int | None,
-    preview: Preview,
-    answer: Any,
+    preview: Preview[BulkPlan],
+    answer: Answer,
     token: str | None,
-    *,
-    archive: bool,
 ) -> CallToolResult:
     rt = runtime(ctx)
-    pid = rt.project(project_id)
-    return await rt.guard.run(  # type: ignore[no-any-return]
+    archive = preview.plan.archive
+    return await rt.guard.run(
         preview,
         answer,
         token,
         fresh_preview=lambda: _bulk_preview(ctx, flag_keys, project_id, archive=archive),
-        write=lambda written: _bulk_write(ctx, rt, pid, preview, archive, written),
+        write=lambda written: _write_bulk(ctx, rt, preview, written),
         show=_show,
     )
 
 
-async def _archive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
+async def _archive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview[BulkPlan]:
     return await _bulk_preview(ctx, flag_keys, project_id, archive=True)
 
 
-async def _archive_ask(
-    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_archive_preview)], confirmation_token: str | None
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_archive_ask = _asker(_archive_preview, "_archive_ask")
 
 
 async def archive_flags(
     ctx: Context[Any, Any],
     flag_keys: FlagKeys,
-    preview: Annotated[Preview, Resolve(_archive_preview)],
-    answer: Annotated[ElicitationResult[Confirm], Resolve(_archive_ask)],
+    preview: Annotated[Preview[BulkPlan], Resolve(_archive_preview)],
+    answer: Annotated[Answer, Resolve(_archive_ask)],
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
     """Archive flags: they stop serving in every environment. The user approves a preview of what stops first.
     unarchive_flags restores them, with environments off."""
-    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token, archive=True)
+    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token)
 
 
-async def _unarchive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview:
+async def _unarchive_preview(ctx: Context[Any, Any], flag_keys: list[str], project_id: int | None) -> Preview[BulkPlan]:
     return await _bulk_preview(ctx, flag_keys, project_id, archive=False)
 
 
-async def _unarchive_ask(
-    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_unarchive_preview)], confirmation_token: str | None
-) -> Elicit[Confirm] | Decision:
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+_unarchive_ask = _asker(_unarchive_preview, "_unarchive_ask")
 
 
 async def unarchive_flags(
     ctx: Context[Any, Any],
     flag_keys: FlagKeys,
-    preview: Annotated[Preview, Resolve(_unarchive_preview)],
-    answer: Annotated[ElicitationResult[Confirm], Resolve(_unarchive_ask)],
+    preview: Annotated[Preview[BulkPlan], Resolve(_unarchive_preview)],
+    answer: Annotated[Answer, Resolve(_unarchive_ask)],
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
     """Restore archived flags. They come back with every environment off. The user must approve a preview first."""
-    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token, archive=False)
+    return await _bulk_run(ctx, flag_keys, project_id, preview, answer, confirmation_token)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -570,23 +649,24 @@ async def unarchive_flags(
 # ------------------------------------------------------------------------------------------------------------------
 
 
-async def _toggle_preview(
-    ctx: Context[Any, Any], flag_key: str, environment: str, enabled: bool, project_id: int | None
-) -> Preview:
-    rt = runtime(ctx)
-    pid = rt.project(project_id)
-    flag = await _fetch_flag(rt, pid, flag_key)
-    env = flag.environments.get(environment)
-    if env is None:
-        raise ToolError(
-            f"environment: flag {flag_key!r} has no environment {environment!r}; "
-            f"it has: {', '.join(sorted(flag.environments))}"
-        )
-    if flag.archived:
-        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it first")
-    with api_errors():
-        ruleset = await rt.client.get_ruleset(pid, flag_key, environment)
-    production = env.priority == 1
+@dataclass(frozen=True)
+class TogglePlan:
+    """Turn a flag on or off in one environment (its ruleset there), unless it already is."""
+
+    project_id: int
+    flag_key: str
+    environment: str
+    enabled: bool
+    unchanged: bool  # already in that state: there is nothing to confirm or write
+
+    @property
+    def scope(self) -> str:
+        """The ruleset's key in the revisions."""
+        return f"{self.flag_key}/{self.environment}"
+
+
+def _toggle_effects(ruleset: Ruleset, enabled: bool) -> list[str]:
+    """Which of the environment's rules start or stop serving."""
     effects: list[str] = []
     for key in ruleset.rule_priorities:
         rule = ruleset.rules.get(key)
@@ -601,26 +681,71 @@ async def _toggle_preview(
             effects.append(f"stops serving: {rule.type} rule {key!r} ({share} of its audience)")
     if not effects:
         effects.append("no rules: everyone gets the default variation" + (" (on)" if enabled else ""))
+    return effects
+
+
+async def _toggle_preview(
+    ctx: Context[Any, Any], flag_key: str, environment: str, enabled: bool, project_id: int | None
+) -> Preview[TogglePlan]:
+    rt = runtime(ctx)
+    pid = rt.project(project_id)
+    flag = await _fetch_flag(rt, pid, flag_key)
+    env = flag.environments.get(environment)
+    if env is None:
+        raise ToolError(
+            f"environment: flag {flag_key!r} has no environment {environment!r}; "
+            f"it has: {', '.join(sorted(flag.environments))}"
+        )
+    if flag.archived:
+        raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it first")
+    with api_errors():
+        ruleset = await rt.client.get_ruleset(pid, flag_key, environment)
+    production = env.priority == 1
+    plan = TogglePlan(
+        project_id=pid,
+        flag_key=flag_key,
+        environment=environment,
+        enabled=enabled,
+        unchanged=ruleset.enabled == enabled,
+    )
     where = f"{environment}{' (PRODUCTION)' if production else ''}"
-    extra = {
-        "summary": f"turn flag {flag_key!r} {'ON' if enabled else 'OFF'} in {where}, project {pid}",
-        "effects": effects,
-        "unchanged": ruleset.enabled == enabled,
-    }
-    revisions = {f"{flag_key}/{environment}": ruleset.revision}
-    arguments = {"flag_key": flag_key, "environment": environment, "enabled": enabled, "project_id": pid}
-    skip = rt.guard.mode == "production-only" and not production
     return Preview(
-        "set_flag_enabled", arguments, revisions, _message("set_flag_enabled", extra, revisions), skip, extra
+        tool="set_flag_enabled",
+        arguments={"flag_key": flag_key, "environment": environment, "enabled": enabled, "project_id": pid},
+        revisions={plan.scope: ruleset.revision},
+        summary=f"turn flag {flag_key!r} {'ON' if enabled else 'OFF'} in {where}, project {pid}",
+        effects=_toggle_effects(ruleset, enabled),
+        # A toggle already in place asks nothing (the tool says so); production-only mode asks only in production.
+        skip_confirmation=plan.unchanged or (rt.guard.mode == "production-only" and not production),
+        plan=plan,
     )
 
 
-async def _toggle_ask(
-    ctx: Context[Any, Any], preview: Annotated[Preview, Resolve(_toggle_preview)], confirmation_token: str | None
-) -> Elicit[Confirm] | Decision:
-    if preview.extra["unchanged"]:
-        return Decision("skip")
-    return ask(ctx, preview, runtime(ctx).guard.mode, confirmation_token)
+async def _write_toggle(rt: Runtime, preview: Preview[TogglePlan], written: dict[str, int | None]) -> CallToolResult:
+    plan = preview.plan
+    toggle = rt.client.enable_ruleset if plan.enabled else rt.client.disable_ruleset
+    with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
+        ruleset = await toggle(plan.project_id, plan.flag_key, plan.environment)
+    written[plan.scope] = ruleset.revision
+    warnings = []
+    if ruleset.enabled != plan.enabled:
+        warnings.append(f"after the write the flag is {'on' if ruleset.enabled else 'off'} in {plan.environment}")
+    before = preview.revisions[plan.scope]
+    if before is not None and ruleset.revision != before + 1:
+        warnings.append(f"revision went from {before} to {ruleset.revision}, not {before + 1}")
+    view = WriteResult(
+        status="written",
+        tool=preview.tool,
+        summary=preview.summary,
+        effects=preview.effects,
+        warnings=warnings,
+        revisions={plan.scope: ruleset.revision},
+        next_step="Done. get_flag shows the flag as it is now.",
+    )
+    return _done(view)
+
+
+_toggle_ask = _asker(_toggle_preview, "_toggle_ask")
 
 
 async def set_flag_enabled(
@@ -631,53 +756,28 @@ async def set_flag_enabled(
         Field(pattern=ENVIRONMENT_KEY_PATTERN, description="environment key, e.g. production"),
     ],
     enabled: Annotated[bool, Field(description="true turns the flag on, false off")],
-    preview: Annotated[Preview, Resolve(_toggle_preview)],
-    answer: Annotated[ElicitationResult[Confirm], Resolve(_toggle_ask)],
+    preview: Annotated[Preview[TogglePlan], Resolve(_toggle_preview)],
+    answer: Annotated[Answer, Resolve(_toggle_ask)],
     project_id: ProjectId = None,
     confirmation_token: ConfirmationToken = None,
 ) -> Annotated[CallToolResult, WriteResult]:
     """Turn a flag on or off in one environment; its enabled rules start or stop serving. The user approves a
     preview first."""
     rt = runtime(ctx)
-    pid = rt.project(project_id)
-    scope = f"{flag_key}/{environment}"
-    if preview.extra["unchanged"]:
+    if preview.plan.unchanged:
         view = WriteResult(
             status="unchanged",
-            tool="set_flag_enabled",
+            tool=preview.tool,
             summary=f"flag {flag_key!r} is already {'on' if enabled else 'off'} in {environment}",
             revisions=preview.revisions,
             next_step="Nothing was written.",
         )
         return _done(view)
-
-    async def write(written: dict[str, int | None]) -> CallToolResult:
-        toggle = rt.client.enable_ruleset if enabled else rt.client.disable_ruleset
-        with api_errors(), anyio.CancelScope(shield=True):  # a request sent is seen through: its outcome is known
-            ruleset = await toggle(pid, flag_key, environment)
-        written[scope] = ruleset.revision
-        warnings = []
-        if ruleset.enabled != enabled:
-            warnings.append(f"after the write the flag is {'on' if ruleset.enabled else 'off'} in {environment}")
-        before = preview.revisions[scope]
-        if before is not None and ruleset.revision != before + 1:
-            warnings.append(f"revision went from {before} to {ruleset.revision}, not {before + 1}")
-        view = WriteResult(
-            status="written",
-            tool="set_flag_enabled",
-            summary=preview.extra["summary"],
-            effects=preview.extra["effects"],
-            warnings=warnings,
-            revisions={scope: ruleset.revision},
-            next_step="Done. get_flag shows the flag as it is now.",
-        )
-        return _done(view)
-
-    return await rt.guard.run(  # type: ignore[no-any-return]
+    return await rt.guard.run(
         preview,
         answer,
         confirmation_token,
         fresh_preview=lambda: _toggle_preview(ctx, flag_key, environment, enabled, project_id),
-        write=write,
+        write=lambda written: _write_toggle(rt, preview, written),
         show=_show,
     )
