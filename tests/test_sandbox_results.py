@@ -1,5 +1,6 @@
-"""The sandbox's results model: what is simulated is a property of the experiment (never of the baseline asked), each
-aggregator is simulated as what it counts, and bandits favour their better arms."""
+"""The sandbox's results model and its rule lookup: what is simulated is a property of the experiment (never of the
+baseline asked), each aggregator is simulated as what it counts, bandits favour their better arms, and the Flags
+API's ``GET /projects/{project_id}/rules/{experiment_id}`` answers as the spec describes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox.data import CLASSIC_PROJECT_ID, MOBILE_PROJECT_ID
 from opt_mcp.sandbox.results import experiment_results, floor_5min
 
+pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 24, 12, 2, 41, tzinfo=UTC)
+AUTH = {"Authorization": "Bearer someone"}
 
 
 def product_sort(sandbox: Sandbox) -> dict[str, Any]:
@@ -165,3 +171,42 @@ def test_start_times_round_up_to_five_minutes() -> None:
     rule = product_sort(Sandbox(SandboxConfig()))
     body = experiment_results(rule, seed=0, now=NOW, start_time=datetime(2026, 11, 1, 8, 1, 2, tzinfo=UTC))
     assert body is not None and body["start_time"] == "2026-11-01T08:05:00.000000Z"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# GET /flags/v1/projects/{project_id}/rules/{experiment_id}
+# ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_the_rule_behind_an_experiment_id() -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    rule = product_sort(sandbox)
+    mobile = next(
+        exp for exp, (project, *_) in sandbox.store.experiment_index().items() if project.id == MOBILE_PROJECT_ID
+    )
+    base = f"/flags/v1/projects/{SEED_PROJECT_ID}/rules"
+    async with httpx.AsyncClient(transport=sandbox.transport(), base_url=SANDBOX_ORIGIN, headers=AUTH) as http:
+        found = await http.get(f"{base}/{rule['layer_experiment_id']}")
+        unknown = await http.get(f"{base}/123")
+        elsewhere = await http.get(f"{base}/{mobile}")
+        there = await http.get(f"/flags/v1/projects/{MOBILE_PROJECT_ID}/rules/{mobile}")
+        malformed = await http.get(f"{base}/abc")
+        classic = await http.get(f"/flags/v1/projects/{CLASSIC_PROJECT_ID}/rules/{rule['layer_experiment_id']}")
+    assert found.status_code == 200
+    body = found.json()
+    assert (body["flag_key"], body["flag_name"], body["environment_key"], body["environment_name"]) == (
+        "product_sort",
+        "Product sort",
+        "production",
+        "Production",
+    )
+    assert (body["key"], body["type"], body["layer_experiment_id"]) == (
+        "experiment",
+        "a/b",
+        rule["layer_experiment_id"],
+    )
+    assert body["fetch_results_ui_url"] == rule["fetch_results_ui_url"]
+    assert "days_running" not in body  # not a property of the spec's Rule
+    assert unknown.status_code == elsewhere.status_code == 404 and unknown.content == b""  # "Not found. No content"
+    assert there.status_code == 200 and there.json()["layer_experiment_id"] == mobile
+    assert malformed.status_code == 400 and classic.status_code == 400
