@@ -177,10 +177,13 @@ def results(view: ResultsSummary) -> str:
         if view.start_time and view.end_time
         else "?"
     )
+    outcome = view.inferred_outcome or (
+        f"unavailable ({view.inferred_outcome_unavailable})" if view.inferred_outcome_unavailable else "n/a"
+    )
     lines.append(
         f"window {window}; {view.days_running if view.days_running is not None else '?'} days running; "
         f"stale: {'yes' if view.is_stale else 'no'}; significance threshold {view.confidence_threshold}; "
-        f"lift is {view.difference_type}; Optimizely's inferred outcome: {view.inferred_outcome or 'n/a'}"
+        f"lift is {view.difference_type}; Optimizely's inferred outcome: {outcome}"
     )
     lines.append("visitors: " + ", ".join(f"{q(k)} {v}" for k, v in view.visitors.items()))
     for metric in view.metrics:

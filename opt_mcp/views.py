@@ -400,6 +400,7 @@ class ResultsSummary(View):
     difference_type: str | None = None
     visitors: dict[str, int] = Field(default_factory=dict, description="reach per variation")
     inferred_outcome: str | None = Field(default=None, description="Optimizely's: win | loss | inconclusive")
+    inferred_outcome_unavailable: str | None = Field(default=None, description="why there is no inferred outcome")
     metrics: list[MetricResult] = Field(default_factory=list, description="primary first")
     results_url: str | None = None
     note: str | None = None

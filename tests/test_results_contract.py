@@ -3,13 +3,18 @@ requests; /report asked with the window and baseline of /results, and its failur
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox
+from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from tests.conftest import FAST_RETRY
+from tests.test_results import data, make, text
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -61,3 +66,90 @@ async def test_the_rule_behind_an_experiment_id_is_looked_up_in_the_flags_api(
         f"/flags/v1/projects/{PID}/rules/{rule['layer_experiment_id']}",
         f"/flags/v1/projects/{PID}/rules/42",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Through the tool
+# ------------------------------------------------------------------------------------------------------------------
+
+MODES = ["auto", "legacy"]  # the 2026-07-28 era and the handshake era
+PRODUCTION = {"flag_key": "product_sort", "environment": "production"}
+NOW = datetime(2026, 11, 24, 12, 2, 41, tzinfo=UTC)
+
+
+def fixed(**config: Any) -> Sandbox:
+    """A sandbox whose clock stands still, so windows and their rounding are known."""
+    return Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited(), **config), clock=lambda: NOW)
+
+
+def variation_ids(rule: dict[str, Any]) -> list[str]:
+    return [str(v["variation_id"]) for v in rule["variations"].values()]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_report_is_asked_about_the_same_window_and_baseline(mode: str) -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    off, on = variation_ids(rule)
+    question = {**PRODUCTION, "start_time": "2026-09-01T00:00:00Z", "end_time": "2026-11-01T00:03:00Z"}
+    async with Client(make(sandbox), mode=mode) as c:
+        default = data(await c.call_tool("get_results", question))
+        flipped = data(await c.call_tool("get_results", {**question, "baseline_variation_id": on}))
+    results, reports = sandbox.requests("GET", "/results$"), sandbox.requests("GET", "/report$")
+    assert [r.query for r in reports] == [r.query for r in results]
+    assert "baseline_variation_id" not in results[0].query and f"baseline_variation_id={on}" in results[1].query
+    assert all("start_time=" in r.query and "end_time=" in r.query for r in reports)
+    # each outcome is Optimizely's reading of its own question: the primary metric against that baseline
+    for answer in (default, flipped):
+        primary = answer["metrics"][0]
+        assert answer["inferred_outcome"] == {"winner": "win", "loser": "loss"}.get(primary["verdict"], "inconclusive")
+        assert "inferred_outcome_unavailable" not in answer
+    assert [f["id"] for f in flipped["metrics"][0]["variations"] if f["baseline"]] == [on]
+    assert off != on
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("status", [503, 404])
+async def test_a_failing_report_leaves_the_results_and_says_why(mode: str, status: int) -> None:
+    sandbox = fixed()
+    sandbox.inject("status", path="/report$", status=status, times=None)
+    async with Client(make(sandbox), mode=mode) as c:
+        result = await c.call_tool("get_results", PRODUCTION)
+    answer = data(result)
+    assert answer["status"] == "ready" and answer["metrics"][0]["variations"][0]["visitors"] > 0
+    assert "inferred_outcome" not in answer
+    reason = answer["inferred_outcome_unavailable"]
+    assert f"HTTP {status}" in reason and "legacy" in reason
+    assert "inferred outcome is unavailable" in answer["note"]
+    assert f"inferred outcome: unavailable (its /report request (a legacy endpoint) failed (HTTP {status}" in text(
+        result
+    )
+    tries = FAST_RETRY.attempts if status >= 500 else 1  # a 5xx is retried like any failed read, a 404 is final
+    assert len(sandbox.requests("GET", "/report$")) == tries
+
+
+async def test_a_failing_results_request_still_fails_the_call() -> None:
+    sandbox = fixed()
+    sandbox.inject("status", path="/results$", status=404, times=None)
+    async with Client(make(sandbox)) as c:
+        result = await c.call_tool("get_results", PRODUCTION)
+    assert result.is_error and "HTTP 404" in text(result)
+    assert sandbox.requests("GET", "/report$") == []
+
+
+async def test_a_failed_report_is_asked_again_but_the_results_are_remembered() -> None:
+    sandbox = fixed()
+    sandbox.inject("status", path="/report$", status=503, times=None)
+    async with Client(make(sandbox)) as c:
+        failed = data(await c.call_tool("get_results", PRODUCTION))
+        still = data(await c.call_tool("get_results", PRODUCTION))
+        sandbox.faults.clear()
+        recovered = data(await c.call_tool("get_results", PRODUCTION))
+        remembered = data(await c.call_tool("get_results", PRODUCTION))
+    assert "inferred_outcome" not in failed and "inferred_outcome" not in still
+    assert recovered["inferred_outcome"] in ("win", "loss", "inconclusive") and remembered == recovered
+    assert {k: v for k, v in failed.items() if k not in ("inferred_outcome_unavailable", "note")} == {
+        k: v for k, v in recovered.items() if k != "inferred_outcome"
+    }
+    assert len(sandbox.requests("GET", "/results$")) == 1  # the results' 20 a minute are not spent on the report
+    assert len(sandbox.requests("GET", "/report$")) == 2 * FAST_RETRY.attempts + 1  # asked again until it answers

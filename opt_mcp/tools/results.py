@@ -11,9 +11,8 @@ from pydantic import Field
 
 from opt_mcp import render
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
-from opt_mcp.api.query import ResultsResponse
 from opt_mcp.budget import Fitted, largest_fitting
-from opt_mcp.runtime import Runtime, api_errors, runtime
+from opt_mcp.runtime import Answer, Runtime, api_errors, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
 from opt_mcp.verdict import read_metric
 from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
@@ -47,8 +46,8 @@ async def get_results(
         experiment_id = rule.layer_experiment_id
         assert experiment_id is not None
     with api_errors():
-        answer, outcome = await rt.experiment_results(experiment_id, start_time, end_time, baseline_variation_id)
-    summary = _summary(answer, experiment_id, rule, flag_key, environment, end_time, outcome)
+        answer = await rt.experiment_results(experiment_id, start_time, end_time, baseline_variation_id, report=True)
+    summary = _summary(answer, experiment_id, rule, flag_key, environment, end_time)
     if metrics:
         summary = _only(summary, metrics)
     return _fit(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
@@ -136,13 +135,12 @@ def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
 
 
 def _summary(
-    answer: ResultsResponse,
+    answer: Answer,
     experiment_id: int,
     rule: RuleDetails | None,
     flag_key: str | None,
     environment: str | None,
     asked_end: datetime | None,
-    outcome: str | None,
 ) -> ResultsSummary:
     base: dict[str, Any] = {
         "experiment_id": str(experiment_id),
@@ -152,12 +150,12 @@ def _summary(
         "days_running": rule.days_running if rule else None,
         "results_url": rule.fetch_results_ui_url if rule else None,
     }
-    if answer.state == "processing":
+    if answer.results.state == "processing":
         return ResultsSummary(
             status="processing", note="Optimizely is still computing these results: try again in a minute.", **base
         )
-    results: ExperimentResults | None = answer.results
-    if answer.state == "no_data" or results is None:
+    results: ExperimentResults | None = answer.results.results
+    if answer.results.state == "no_data" or results is None:
         return ResultsSummary(
             status="no_data", note="No results yet: the experiment has not started or has no visitors.", **base
         )
@@ -168,8 +166,14 @@ def _summary(
     visitors = {
         (v.name or k): int(v.count or 0) for k, v in (results.reach.variations if results.reach else {}).items()
     }
+    total = sum(visitors.values())
     shorter = bool(asked_end and results.end_time and results.end_time < asked_end)
-    empty = not any(visitors.values())
+    said = ["No visitors yet."] if not total else []
+    if total and shorter:
+        said.append("Fresher results were not ready: the window ends earlier than asked.")
+    unavailable = _why_no_outcome(answer)
+    if answer.report_error:
+        said.append(f"Optimizely's inferred outcome is unavailable: {unavailable}.")
     return ResultsSummary(
         status="ready",
         start_time=results.start_time,
@@ -179,13 +183,20 @@ def _summary(
         confidence_threshold=results.confidence_threshold,
         difference_type=results.stats_config.difference_type if results.stats_config else None,
         visitors=visitors,
-        inferred_outcome=outcome,
+        inferred_outcome=answer.outcome,
+        inferred_outcome_unavailable=unavailable,
         metrics=metrics,
-        note="No visitors yet."
-        if empty
-        else ("Fresher results were not ready: the window ends earlier than asked." if shorter else None),
+        note=" ".join(said) or None,
         **base,
     )
+
+
+def _why_no_outcome(answer: Answer) -> str | None:
+    if answer.outcome is not None:
+        return None
+    if answer.report_error:
+        return f"its /report request (a legacy endpoint) failed ({answer.report_error}); the results do not need it"
+    return "Optimizely gave none for this window yet"
 
 
 def _fit(summary: ResultsSummary, budget: int, *, in_full: bool) -> Fitted[ResultsSummary]:
