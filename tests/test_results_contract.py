@@ -1,9 +1,10 @@
 """get_results' contract with Optimizely's results endpoints, each point pinned from both sides: the client's
-requests; /report asked with the window and baseline of /results, and its failure not get_results' failure."""
+requests; /report asked with the window and baseline of /results, and its failure not get_results' failure;
+end_time's rounding to 5 minutes against a genuinely shorter window."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -153,3 +154,44 @@ async def test_a_failed_report_is_asked_again_but_the_results_are_remembered() -
     }
     assert len(sandbox.requests("GET", "/results$")) == 1  # the results' 20 a minute are not spent on the report
     assert len(sandbox.requests("GET", "/report$")) == 2 * FAST_RETRY.attempts + 1  # asked again until it answers
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# end_time: rounded down to 5 minutes, or genuinely shorter
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def at(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_rounding_down_to_five_minutes_is_not_a_shorter_window(mode: str) -> None:
+    sandbox = fixed()
+    async with Client(make(sandbox), mode=mode) as c:
+        latest = datetime.fromisoformat(data(await c.call_tool("get_results", PRODUCTION))["end_time"])
+        past = datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
+        answers = {
+            "up to 4:59 past the last ready end": latest + timedelta(minutes=4, seconds=59),
+            "exactly a 5-minute mark": past,
+            "past a 5-minute mark": past + timedelta(minutes=2, seconds=33),
+            "another time zone": (past + timedelta(minutes=3)).astimezone(timezone(timedelta(hours=5, minutes=45))),
+        }
+        for why, end in answers.items():
+            result = await c.call_tool("get_results", {**PRODUCTION, "end_time": at(end)})
+            answer = data(result)
+            assert not answer.get("window_shorter_than_asked"), why
+            assert "note" not in answer and "earlier than asked" not in text(result), why
+    assert datetime.fromisoformat(answer["end_time"]) == past
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_window_that_ends_before_the_rounded_end_is_shorter(mode: str) -> None:
+    sandbox = fixed()
+    async with Client(make(sandbox), mode=mode) as c:
+        latest = datetime.fromisoformat(data(await c.call_tool("get_results", PRODUCTION))["end_time"])
+        for end in (latest + timedelta(minutes=5), datetime(2099, 1, 1, tzinfo=UTC)):
+            result = await c.call_tool("get_results", {**PRODUCTION, "end_time": at(end)})
+            answer = data(result)
+            assert answer["window_shorter_than_asked"] is True and datetime.fromisoformat(answer["end_time"]) == latest
+            assert "earlier than asked" in answer["note"] and "earlier than asked" in text(result)

@@ -1,7 +1,8 @@
 """get_results: a flag rule's experiment results, read the way Optimizely reads them."""
 
 import json
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
@@ -19,6 +20,7 @@ from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFig
 
 EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
 SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
+FIVE_MINUTES = 300  # Optimizely rounds end_time down to a multiple of this many seconds
 
 
 async def get_results(
@@ -134,6 +136,12 @@ def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
     )
 
 
+def floor_5min(moment: datetime) -> datetime:
+    """``moment`` rounded as Optimizely rounds an end_time: down to a multiple of 5 minutes."""
+    seconds = math.floor(moment.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % FIVE_MINUTES, UTC)
+
+
 def _summary(
     answer: Answer,
     experiment_id: int,
@@ -167,7 +175,8 @@ def _summary(
         (v.name or k): int(v.count or 0) for k, v in (results.reach.variations if results.reach else {}).items()
     }
     total = sum(visitors.values())
-    shorter = bool(asked_end and results.end_time and results.end_time < asked_end)
+    # Optimizely rounds the end down to 5 minutes: only an end earlier than that is a shorter window.
+    shorter = bool(asked_end and results.end_time and results.end_time < floor_5min(asked_end))
     said = ["No visitors yet."] if not total else []
     if total and shorter:
         said.append("Fresher results were not ready: the window ends earlier than asked.")
