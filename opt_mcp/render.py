@@ -188,12 +188,16 @@ def results(view: ResultsSummary) -> str:
     lines.append("visitors: " + ", ".join(f"{q(k)} {v}" for k, v in view.visitors.items()))
     for metric in view.metrics:
         named = f" ({q(metric.verdict_variation)})" if metric.verdict_variation else ""
-        head = f"{metric.role} metric {q(metric.name)} ({metric.winning_direction}): {metric.verdict.upper()}{named}"
+        head = (
+            f"{metric.role} metric {q(metric.name)} ({metric.rate_label}, {metric.winning_direction}): "
+            f"{metric.verdict.upper()}{named}"
+        )
         if metric.line:
             lines.append(f"{head}; {metric.line}")
             continue
         lines.append(head)
-        lines.append("  variation | visitors | conversions | rate | lift | interval | significance")
+        columns = ["variation", metric.samples_label, metric.value_label, metric.rate_label]
+        lines.append("  " + " | ".join([*columns, "lift", "interval", "significance"]))
         for f in metric.variations:
             lift = "baseline" if f.baseline else (percent(f.lift) if f.lift is not None else "-")
             interval = f"[{percent(f.interval[0])}, {percent(f.interval[1])}]" if f.interval else "-"
@@ -201,7 +205,7 @@ def results(view: ResultsSummary) -> str:
                 f"{f.significance:.2f}{' significant' if f.significant else ''}" if f.significance is not None else "-"
             )
             lines.append(
-                f"  {q(f.variation)} | {f.visitors} | {f.conversions} | {f.rate} | {lift} | {interval} | {sig}"
+                "  " + " | ".join([q(f.variation), str(f.samples), str(f.value), str(f.rate), lift, interval, sig])
             )
     if view.results_url:
         lines.append(f"results page: {view.results_url}")

@@ -365,9 +365,9 @@ class VariationFigures(View):
     variation: str
     id: str
     baseline: bool
-    visitors: int
-    conversions: float | None = Field(description="the metric's numerator (conversions, revenue, …)")
-    rate: float | None
+    samples: int = Field(description="the metric's denominator: its samples_label (visitors, sessions, …)")
+    value: float | None = Field(description="the metric's numerator: its value_label (unique conversions, revenue, …)")
+    rate: float | None = Field(description="value / samples: the metric's rate_label")
     lift: float | None = Field(default=None, description="vs the baseline: a fraction if relative (0.05 = +5 %)")
     interval: list[float] | None = Field(default=None, description="confidence interval of the lift")
     significance: float | None = None
@@ -379,6 +379,10 @@ class MetricResult(View):
     name: str
     role: Literal["primary", "secondary", "monitoring"]
     winning_direction: str | None
+    aggregator: str | None = Field(default=None, description="Optimizely's: unique | count | sum | bounce | …")
+    samples_label: str = Field(description="what each variation's samples are")
+    value_label: str = Field(description="what each variation's value is")
+    rate_label: str = Field(description="what each variation's rate is")
     verdict: Literal["winner", "loser", "inconclusive", "no_data"]
     verdict_variation: str | None = Field(default=None, description="the variation the verdict names")
     variations: list[VariationFigures] = Field(default_factory=list)

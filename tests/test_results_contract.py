@@ -1,9 +1,11 @@
 """get_results' contract with Optimizely's results endpoints, each point pinned from both sides: the client's
 requests; /report asked with the window and baseline of /results, and its failure not get_results' failure;
-end_time's rounding to 5 minutes against a genuinely shorter window."""
+end_time's rounding to 5 minutes against a genuinely shorter window; each metric's numbers labelled by its
+aggregator."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -117,7 +119,7 @@ async def test_a_failing_report_leaves_the_results_and_says_why(mode: str, statu
     async with Client(make(sandbox), mode=mode) as c:
         result = await c.call_tool("get_results", PRODUCTION)
     answer = data(result)
-    assert answer["status"] == "ready" and answer["metrics"][0]["variations"][0]["visitors"] > 0
+    assert answer["status"] == "ready" and answer["metrics"][0]["variations"][0]["samples"] > 0
     assert "inferred_outcome" not in answer
     reason = answer["inferred_outcome_unavailable"]
     assert f"HTTP {status}" in reason and "legacy" in reason
@@ -195,3 +197,60 @@ async def test_a_window_that_ends_before_the_rounded_end_is_shorter(mode: str) -
             answer = data(result)
             assert answer["window_shorter_than_asked"] is True and datetime.fromisoformat(answer["end_time"]) == latest
             assert "earlier than asked" in answer["note"] and "earlier than asked" in text(result)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Each metric's numbers, labelled by its aggregator
+# ------------------------------------------------------------------------------------------------------------------
+
+LABELLED = [
+    # (metric as the rule holds it, samples_label, value_label, rate_label)
+    ({"aggregator": "unique", "display_title": "purchase"}, "visitors", "unique conversions", "conversion rate"),
+    (
+        {"aggregator": "count", "display_title": "page views"},
+        "visitors",
+        "total conversions",
+        "conversions per visitor",
+    ),
+    (
+        {"aggregator": "sum", "field": "revenue", "display_title": "revenue"},
+        "visitors",
+        "revenue",
+        "revenue per visitor",
+    ),
+    (
+        {"aggregator": "sum", "field": "value", "display_title": "basket"},
+        "visitors",
+        "sum of value",
+        "value per visitor",
+    ),
+    ({"aggregator": "bounce", "scope": "session", "display_title": "bounce"}, "sessions", "bounces", "bounce rate"),
+    ({"aggregator": "exit", "scope": "session", "display_title": "exit"}, "sessions", "exits", "exit rate"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_metric_is_labelled_by_its_aggregator(mode: str) -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    rule["metrics"] = [{"scope": "visitor", "winning_direction": "increasing", **m} for m, *_ in LABELLED]
+    async with Client(make(sandbox), mode=mode) as c:
+        result = await c.call_tool("get_results", PRODUCTION)
+    answer, said = data(result), text(result)
+    for metric, (asked, samples, value, rate) in zip(answer["metrics"], LABELLED, strict=True):
+        assert metric["name"] == asked["display_title"] and metric["aggregator"] == asked["aggregator"]
+        assert (metric["samples_label"], metric["value_label"], metric["rate_label"]) == (samples, value, rate)
+        assert f"metric {json.dumps(metric['name'])} ({rate}, increasing)" in said
+        assert f"  variation | {samples} | {value} | {rate} | lift | interval | significance" in said
+    revenue = said.split('"revenue"')[1].split("metric")[0]
+    assert "conversion" not in revenue  # a revenue metric's numbers are never called conversions
+
+
+async def test_a_metric_of_an_unknown_aggregator_is_labelled_neutrally() -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    rule["metrics"] = [{"aggregator": "percentile", "display_title": "p95 latency", "scope": "event"}]
+    async with Client(make(sandbox)) as c:
+        answer = data(await c.call_tool("get_results", PRODUCTION))
+    (metric,) = answer["metrics"]
+    assert (metric["samples_label"], metric["value_label"], metric["rate_label"]) == ("events", "value", "rate")

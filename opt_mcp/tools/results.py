@@ -21,6 +21,8 @@ from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFig
 EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
 SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
 FIVE_MINUTES = 300  # Optimizely rounds end_time down to a multiple of this many seconds
+# What a metric's samples are, by its scope (v2 spec ExperimentMetricResults.scope: its denominator).
+_SCOPES = {"visitor": "visitors", "session": "sessions", "event": "events"}
 
 
 async def get_results(
@@ -110,8 +112,8 @@ def variation_figures(metric: ExperimentMetricResults) -> list[VariationFigures]
                 variation=v.name or vid,
                 id=v.variation_id or vid,
                 baseline=v.is_baseline,
-                visitors=int(v.samples or 0),
-                conversions=v.value,
+                samples=int(v.samples or 0),
+                value=v.value,
                 rate=_readable(v.rate) if v.rate is not None else None,
                 lift=_readable(lift.value) if lift and lift.value is not None else None,
                 interval=[_readable(x) for x in interval] if interval else None,
@@ -123,13 +125,41 @@ def variation_figures(metric: ExperimentMetricResults) -> list[VariationFigures]
     return sorted(out, key=lambda f: not f.baseline)
 
 
+def labels(metric: ExperimentMetricResults) -> tuple[str, str, str]:
+    """What a metric's samples, value and rate are, by its aggregator, field and scope: Optimizely's ``value`` is
+    the numerator, which is conversions only for the unique and count aggregators."""
+    samples = _SCOPES.get(metric.scope or "", "samples")
+    per = samples.removesuffix("s")
+    field = metric.field or "value"
+    match metric.aggregator:
+        case "unique":
+            return samples, "unique conversions", "conversion rate"
+        case "count":
+            return samples, "total conversions", f"conversions per {per}"
+        case "sum":
+            return samples, "revenue" if field == "revenue" else f"sum of {field}", f"{field} per {per}"
+        case "bounce":
+            return samples, "bounces", "bounce rate"
+        case "exit":
+            return samples, "exits", "exit rate"
+        case "ratio":
+            return "denominator", "numerator", "ratio"
+        case _:
+            return samples, "value", "rate"
+
+
 def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
     reading = read_metric(metric)
     names = {v.variation_id or k: v.name or k for k, v in metric.results.items()}
+    samples_label, value_label, rate_label = labels(metric)
     return MetricResult(
         name=metric.name or "(unnamed metric)",
         role=role,
         winning_direction=metric.winning_direction,
+        aggregator=metric.aggregator,
+        samples_label=samples_label,
+        value_label=value_label,
+        rate_label=rate_label,
         verdict=reading.verdict,
         verdict_variation=names.get(reading.variation_id or "") if reading.variation_id else None,
         variations=variation_figures(metric),
