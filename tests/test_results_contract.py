@@ -1,7 +1,7 @@
 """get_results' contract with Optimizely's results endpoints, each point pinned from both sides: the client's
 requests; /report asked with the window and baseline of /results, and its failure not get_results' failure;
-end_time's rounding to 5 minutes against a genuinely shorter window; each metric's numbers labelled by its
-aggregator."""
+end_time's rounding to 5 minutes against a genuinely shorter window; raw counts that are the experiment's whatever
+the baseline (a property test); each metric's numbers labelled by its aggregator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcp import Client
 
 from opt_mcp.api.client import OptimizelyClient
@@ -197,6 +200,121 @@ async def test_a_window_that_ends_before_the_rounded_end_is_shorter(mode: str) -
             answer = data(result)
             assert answer["window_shorter_than_asked"] is True and datetime.fromisoformat(answer["end_time"]) == latest
             assert "earlier than asked" in answer["note"] and "earlier than asked" in text(result)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Raw counts are the experiment's; lifts and verdicts are relative to the baseline asked
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def raw_counts(answer: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "visitors": answer["visitors"],
+        "metrics": [
+            {f["id"]: (f["samples"], f["value"], f["rate"]) for f in m["variations"]} for m in answer["metrics"]
+        ],
+    }
+
+
+def largest(effects: list[tuple[float, str]]) -> set[str]:
+    """The variations of the largest effect. The view's lifts are rounded and the verdict names the largest
+    unrounded one, so two lifts that round alike may be named either."""
+    top = max(size for size, _ in effects)
+    return {name for size, name in effects if size == top}
+
+
+def check_verdicts(answer: dict[str, Any], baseline: str) -> None:
+    """Every verdict is the one the intervals against ``baseline`` give, in each metric's winning direction."""
+    for metric in answer["metrics"]:
+        figures = metric["variations"]
+        assert [f["id"] for f in figures if f["baseline"]] == [baseline]
+        sign = 1 if metric["winning_direction"] == "increasing" else -1
+        better, worse = [], []
+        for f in figures:
+            if f["baseline"] or "interval" not in f:
+                continue
+            low, high = f["interval"]
+            assert f["significant"] == (low > 0 or high < 0)
+            if (low > 0 and sign > 0) or (high < 0 and sign < 0):
+                better.append((abs(f["lift"]), f["variation"]))
+            elif low > 0 or high < 0:
+                worse.append((abs(f["lift"]), f["variation"]))
+        if not any(f["samples"] for f in figures):
+            assert metric["verdict"] == "no_data"
+        elif better:
+            assert metric["verdict"] == "winner" and metric["verdict_variation"] in largest(better)
+        elif worse:
+            assert metric["verdict"] == "loser" and metric["verdict_variation"] in largest(worse)
+        else:
+            assert metric["verdict"] == "inconclusive" and "verdict_variation" not in metric
+
+
+def reshape(sandbox: Sandbox, arms: int, days: int, traffic: int) -> dict[str, Any]:
+    """product_sort's experiment with ``arms`` variations, run for ``days`` on ``traffic`` basis points, and a
+    metric of each kind."""
+    rule = product_sort(sandbox)
+    variations = {}
+    for index in range(arms):
+        vid = sandbox.store.new_id()
+        key = f"arm_{index}"
+        variations[key] = {
+            "key": key,
+            "name": f"Arm {index}",
+            "percentage_included": 10000 // arms,
+            "variation_id": vid,
+        }
+    rule.update(variations=variations, days_running=days, percentage_included=traffic)
+    rule["metrics"] = [
+        *rule["metrics"],
+        {"aggregator": "count", "display_title": "page views", "scope": "visitor", "winning_direction": "increasing"},
+    ]
+    return rule
+
+
+async def _invariance(seed: int, arms: int, days: int, traffic: int, baselines: list[int], end: str | None) -> None:
+    sandbox = fixed(seed=seed)
+    rule = reshape(sandbox, arms, days, traffic)
+    ids = variation_ids(rule)
+    window = {"end_time": end} if end else {}
+    async with Client(make(sandbox, results_cache_seconds=0)) as c:
+        default = data(await c.call_tool("get_results", {**PRODUCTION, **window}))
+        check_verdicts(default, ids[0])  # the default baseline is the first variation (v2 spec)
+        for index in baselines:
+            baseline = ids[index % arms]
+            asked = data(await c.call_tool("get_results", {**PRODUCTION, **window, "baseline_variation_id": baseline}))
+            assert raw_counts(asked) == raw_counts(default)
+            check_verdicts(asked, baseline)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    arms=st.integers(2, 4),
+    days=st.integers(1, 150),
+    traffic=st.sampled_from([10000, 5000, 1000, 100]),
+    baselines=st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True),
+    end=st.none() | st.sampled_from(["2026-11-01T07:03:00Z", "2026-10-15T00:00:00+02:00"]),
+)
+def test_raw_counts_are_the_same_whatever_the_baseline_and_verdicts_follow_its_intervals(
+    seed: int, arms: int, days: int, traffic: int, baselines: list[int], end: str | None
+) -> None:
+    anyio.run(_invariance, seed, arms, days, traffic, baselines, end)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_asking_against_the_other_arm_flips_lifts_not_counts(mode: str) -> None:
+    sandbox = fixed()
+    off, on = variation_ids(product_sort(sandbox))
+    async with Client(make(sandbox), mode=mode) as c:
+        default = data(await c.call_tool("get_results", PRODUCTION))
+        flipped = data(await c.call_tool("get_results", {**PRODUCTION, "baseline_variation_id": on}))
+    assert raw_counts(default) == raw_counts(flipped)
+    check_verdicts(default, off)
+    check_verdicts(flipped, on)
+    revenue = {m["name"]: m for m in default["metrics"]}["revenue"]
+    assert (revenue["verdict"], revenue["verdict_variation"]) == ("winner", "On")  # the seeded effect
+    revenue = {m["name"]: m for m in flipped["metrics"]}["revenue"]
+    assert (revenue["verdict"], revenue["verdict_variation"]) == ("loser", "Off")  # the same effect, seen from On
 
 
 # ------------------------------------------------------------------------------------------------------------------
