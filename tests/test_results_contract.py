@@ -1,7 +1,7 @@
 """get_results' contract with Optimizely's results endpoints, each point pinned from both sides: the client's
 requests; /report asked with the window and baseline of /results, and its failure not get_results' failure;
 end_time's rounding to 5 minutes against a genuinely shorter window; raw counts that are the experiment's whatever
-the baseline (a property test); each metric's numbers labelled by its aggregator."""
+the baseline (a property test); bandits without verdicts; each metric's numbers labelled by its aggregator."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox.results import experiment_results
 from tests.conftest import FAST_RETRY
 from tests.test_results import data, make, text
 
@@ -315,6 +316,81 @@ async def test_asking_against_the_other_arm_flips_lifts_not_counts(mode: str) ->
     assert (revenue["verdict"], revenue["verdict_variation"]) == ("winner", "On")  # the seeded effect
     revenue = {m["name"]: m for m in flipped["metrics"]}["revenue"]
     assert (revenue["verdict"], revenue["verdict_variation"]) == ("loser", "Off")  # the same effect, seen from On
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Multi-armed bandits: no verdicts, whether or not the answer carries lift and significance
+# ------------------------------------------------------------------------------------------------------------------
+
+STATISTICS = ("lift", "interval", "significance", "significant", "visitors_remaining")
+
+
+def without_statistics(body: dict[str, Any]) -> dict[str, Any]:
+    """The other reading of a bandit's answer: no lift, no significance, no conclusion (the docs show none)."""
+    for metric in body["metrics"]:
+        metric.pop("conclusion", None)
+        for result in metric["results"].values():
+            result.pop("lift", None)
+    return body
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reading", ["with statistics", "without statistics"])
+async def test_a_bandit_gets_allocation_and_rates_never_a_verdict(mode: str, reading: str) -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    rule["type"] = "multi_armed_bandit"
+    body = experiment_results(rule, seed=0, now=NOW)
+    assert body is not None
+    revenue = body["metrics"][1]
+    assert revenue["conclusion"] == {"winner": variation_ids(rule)[1]}  # the sandbox's answer names a winner
+    assert any(r.get("lift", {}).get("is_significant") for r in revenue["results"].values())
+    if reading == "without statistics":
+        sandbox.inject("status", path="/results$", status=200, body=json.dumps(without_statistics(body)).encode())
+    async with Client(make(sandbox), mode=mode) as c:
+        result = await c.call_tool("get_results", PRODUCTION)
+    answer = data(result)
+    assert answer["rule_type"] == "multi_armed_bandit" and "(multi-armed bandit)" in text(result)
+    assert {m["verdict"] for m in answer["metrics"]} == {"not_applicable"}
+    assert all("verdict_variation" not in m for m in answer["metrics"])
+    for metric in answer["metrics"]:
+        for figures in metric["variations"]:
+            assert figures["rate"] > 0 and figures["samples"] > 0
+            assert not set(STATISTICS) & set(figures)  # nothing relative to a baseline a bandit does not have
+    allocation = answer["allocation"]
+    assert set(allocation) == set(answer["visitors"]) and sum(allocation.values()) == pytest.approx(1, abs=1e-3)
+    assert "do not generate statistical significance" in answer["note"]
+    assert "confidence_threshold" not in answer and "significance threshold" not in text(result)
+    assert "WINNER" not in text(result) and "LOSER" not in text(result) and "allocation: " in text(result)
+    assert "inferred_outcome" not in answer and "not asked" in answer["inferred_outcome_unavailable"]
+    assert sandbox.requests("GET", "/report$") == []  # a bandit's outcome is not asked for
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_ab_rule_with_the_same_figures_gets_verdicts(mode: str) -> None:
+    sandbox = fixed()
+    async with Client(make(sandbox), mode=mode) as c:
+        result = await c.call_tool("get_results", PRODUCTION)
+    answer = data(result)
+    assert answer["rule_type"] == "a/b" and "allocation" not in answer
+    revenue = {m["name"]: m for m in answer["metrics"]}["revenue"]
+    assert revenue["verdict"] == "winner" and revenue["variations"][1]["significant"] is True
+    assert "WINNER" in text(result) and "significance threshold 0.9" in text(result)
+    assert len(sandbox.requests("GET", "/report$")) == 1
+
+
+async def test_a_bandits_monitoring_metrics_are_one_line_of_rates() -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    rule["type"] = "multi_armed_bandit"
+    rule["metrics"] = [dict(rule["metrics"][0], display_title=f"metric {i}") for i in range(9)]
+    async with Client(make(sandbox)) as c:
+        answer = data(await c.call_tool("get_results", PRODUCTION))
+    lines = [m["line"] for m in answer["metrics"] if m["role"] == "monitoring"]
+    assert len(lines) == 3
+    for line in lines:
+        assert line.startswith("not_applicable; Off conversion rate 0.") and ", On conversion rate 0." in line
+        assert "%" not in line  # no lift: a bandit has no baseline
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,10 +20,32 @@ from opt_mcp.verdict import read_metric
 from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
 
 EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
+BANDIT = "multi_armed_bandit"
 SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
 FIVE_MINUTES = 300  # Optimizely rounds end_time down to a multiple of this many seconds
+BANDIT_NOTE = (
+    "A multi-armed bandit: no winner or loser is read from it. Bandits do not generate statistical significance "
+    "and do not use a baseline (Optimizely's documentation); they send more traffic to the arms doing better. "
+    "Shown instead: each arm's share of the visitors (allocation) and its rate on each metric."
+)
 # What a metric's samples are, by its scope (v2 spec ExperimentMetricResults.scope: its denominator).
 _SCOPES = {"visitor": "visitors", "session": "sessions", "event": "events"}
+
+
+@dataclass(frozen=True)
+class RuleFacts:
+    """What a result says of the rule behind its experiment (from the flag)."""
+
+    flag_key: str | None = None
+    environment: str | None = None
+    rule_key: str | None = None
+    rule_type: str | None = None
+    days_running: int | None = None
+    results_url: str | None = None
+
+    @classmethod
+    def of(cls, flag_key: str, environment: str, rule: RuleDetails) -> "RuleFacts":
+        return cls(flag_key, environment, rule.key, rule.type, rule.days_running, rule.fetch_results_ui_url)
 
 
 async def get_results(
@@ -38,20 +61,27 @@ async def get_results(
     project_id: ProjectId = None,
 ) -> Annotated[CallToolResult, ResultsSummary]:
     """An A/B or bandit rule's results: per metric (primary first) visitors, rate, lift, interval, significance and
-    a verdict (winner/loser only when the interval clears zero). Give flag_key + environment, or experiment_id."""
+    a verdict (winner/loser only when the interval clears zero; none for bandits, which get each arm's traffic share
+    and rate). Give flag_key + environment, or experiment_id."""
     rt = runtime(ctx)
     if (start_time and start_time.tzinfo is None) or (end_time and end_time.tzinfo is None):
         raise ToolError("start_time/end_time: include a time zone, e.g. 2026-01-31T00:00:00Z")
-    rule: RuleDetails | None = None
     if experiment_id is None:
         if flag_key is None or environment is None:
             raise ToolError("flag_key and environment are required (or experiment_id, from get_flag)")
-        rule = await _rule(rt, rt.project(project_id), flag_key, environment, rule_key)
-        experiment_id = rule.layer_experiment_id
+        found = await _rule(rt, rt.project(project_id), flag_key, environment, rule_key)
+        experiment_id = found.layer_experiment_id
         assert experiment_id is not None
+        rule = RuleFacts.of(flag_key, environment, found)
+    else:
+        rule = RuleFacts(flag_key, environment)
+    bandit = rule.rule_type == BANDIT
     with api_errors():
-        answer = await rt.experiment_results(experiment_id, start_time, end_time, baseline_variation_id, report=True)
-    summary = _summary(answer, experiment_id, rule, flag_key, environment, end_time)
+        # A bandit's /report is not asked: it could only name a winner or loser, which a bandit has none of.
+        answer = await rt.experiment_results(
+            experiment_id, start_time, end_time, baseline_variation_id, report=not bandit
+        )
+    summary = _summary(answer, experiment_id, rule, end_time)
     if metrics:
         summary = _only(summary, metrics)
     return _fit(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
@@ -100,11 +130,12 @@ def _readable(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def variation_figures(metric: ExperimentMetricResults) -> list[VariationFigures]:
-    """Each variation's figures, baseline first, rounded for reading without changing which side of 0 they are on."""
+def variation_figures(metric: ExperimentMetricResults, *, bandit: bool = False) -> list[VariationFigures]:
+    """Each variation's figures, baseline first, rounded for reading without changing which side of 0 they are on.
+    A bandit's arms get no lift, interval or significance: bandits have neither significance nor a baseline."""
     out = []
     for vid, v in metric.results.items():
-        lift = v.lift
+        lift = None if bandit else v.lift
         remaining = lift.visitors_remaining if lift else None
         interval = lift.confidence_interval if lift else None
         out.append(
@@ -148,8 +179,8 @@ def labels(metric: ExperimentMetricResults) -> tuple[str, str, str]:
             return samples, "value", "rate"
 
 
-def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
-    reading = read_metric(metric)
+def _metric(metric: ExperimentMetricResults, role: str, *, bandit: bool) -> MetricResult:
+    reading = read_metric(metric, bandit=bandit)
     names = {v.variation_id or k: v.name or k for k, v in metric.results.items()}
     samples_label, value_label, rate_label = labels(metric)
     return MetricResult(
@@ -162,7 +193,7 @@ def _metric(metric: ExperimentMetricResults, role: str) -> MetricResult:
         rate_label=rate_label,
         verdict=reading.verdict,
         verdict_variation=names.get(reading.variation_id or "") if reading.variation_id else None,
-        variations=variation_figures(metric),
+        variations=variation_figures(metric, bandit=bandit),
     )
 
 
@@ -172,45 +203,39 @@ def floor_5min(moment: datetime) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % FIVE_MINUTES, UTC)
 
 
-def _summary(
-    answer: Answer,
-    experiment_id: int,
-    rule: RuleDetails | None,
-    flag_key: str | None,
-    environment: str | None,
-    asked_end: datetime | None,
-) -> ResultsSummary:
+def _summary(answer: Answer, experiment_id: int, rule: RuleFacts, asked_end: datetime | None) -> ResultsSummary:
+    bandit = rule.rule_type == BANDIT
     base: dict[str, Any] = {
         "experiment_id": str(experiment_id),
-        "flag_key": flag_key,
-        "environment": environment,
-        "rule_key": rule.key if rule else None,
-        "days_running": rule.days_running if rule else None,
-        "results_url": rule.fetch_results_ui_url if rule else None,
+        "flag_key": rule.flag_key,
+        "environment": rule.environment,
+        "rule_key": rule.rule_key,
+        "rule_type": rule.rule_type,
+        "days_running": rule.days_running,
+        "results_url": rule.results_url,
     }
     if answer.results.state == "processing":
-        return ResultsSummary(
-            status="processing", note="Optimizely is still computing these results: try again in a minute.", **base
-        )
+        note = "Optimizely is still computing these results: try again in a minute."
+        return ResultsSummary(status="processing", note=note, **base)
     results: ExperimentResults | None = answer.results.results
     if answer.results.state == "no_data" or results is None:
-        return ResultsSummary(
-            status="no_data", note="No results yet: the experiment has not started or has no visitors.", **base
-        )
+        note = "No results yet: the experiment has not started or has no visitors."
+        return ResultsSummary(status="no_data", note=note, **base)
     metrics = [
-        _metric(m, "primary" if i == 0 else "secondary" if i <= SECONDARY_METRICS else "monitoring")
+        _metric(m, "primary" if i == 0 else "secondary" if i <= SECONDARY_METRICS else "monitoring", bandit=bandit)
         for i, m in enumerate(results.metrics)
     ]
-    visitors = {
-        (v.name or k): int(v.count or 0) for k, v in (results.reach.variations if results.reach else {}).items()
-    }
+    reach = results.reach.variations if results.reach else {}
+    visitors = {(v.name or k): int(v.count or 0) for k, v in reach.items()}
     total = sum(visitors.values())
     # Optimizely rounds the end down to 5 minutes: only an end earlier than that is a shorter window.
     shorter = bool(asked_end and results.end_time and results.end_time < floor_5min(asked_end))
     said = ["No visitors yet."] if not total else []
     if total and shorter:
         said.append("Fresher results were not ready: the window ends earlier than asked.")
-    unavailable = _why_no_outcome(answer)
+    if total and bandit:
+        said.append(BANDIT_NOTE)
+    unavailable = _why_no_outcome(answer, bandit)
     if answer.report_error:
         said.append(f"Optimizely's inferred outcome is unavailable: {unavailable}.")
     return ResultsSummary(
@@ -219,9 +244,11 @@ def _summary(
         end_time=results.end_time,
         window_shorter_than_asked=shorter,
         is_stale=results.is_stale,
-        confidence_threshold=results.confidence_threshold,
-        difference_type=results.stats_config.difference_type if results.stats_config else None,
+        # A bandit's figures are neither tested against a threshold nor relative to a baseline.
+        confidence_threshold=None if bandit else results.confidence_threshold,
+        difference_type=None if bandit or not results.stats_config else results.stats_config.difference_type,
         visitors=visitors,
+        allocation={name: _readable(count / total) for name, count in visitors.items()} if bandit and total else None,
         inferred_outcome=answer.outcome,
         inferred_outcome_unavailable=unavailable,
         metrics=metrics,
@@ -230,9 +257,11 @@ def _summary(
     )
 
 
-def _why_no_outcome(answer: Answer) -> str | None:
+def _why_no_outcome(answer: Answer, bandit: bool) -> str | None:
     if answer.outcome is not None:
         return None
+    if bandit:
+        return "not asked: a bandit has no win or loss"
     if answer.report_error:
         return f"its /report request (a legacy endpoint) failed ({answer.report_error}); the results do not need it"
     return "Optimizely gave none for this window yet"
@@ -281,9 +310,12 @@ def _fit(summary: ResultsSummary, budget: int, *, in_full: bool) -> Fitted[Resul
 
 def _one_line(metric: MetricResult) -> MetricResult:
     named = f" ({metric.verdict_variation})" if metric.verdict_variation else ""
-    lifts = ", ".join(
-        f"{f.variation} {render.percent(f.lift)}{'*' if f.significant else ''}"
-        for f in metric.variations
-        if f.lift is not None
-    )
-    return metric.model_copy(update={"variations": [], "line": f"{metric.verdict}{named}; {lifts or 'no lift yet'}"})
+    if metric.verdict == "not_applicable":  # a bandit: its arms' rates, as it has no lifts
+        figures = ", ".join(f"{f.variation} {metric.rate_label} {f.rate}" for f in metric.variations)
+    else:
+        figures = ", ".join(
+            f"{f.variation} {render.percent(f.lift)}{'*' if f.significant else ''}"
+            for f in metric.variations
+            if f.lift is not None
+        )
+    return metric.model_copy(update={"variations": [], "line": f"{metric.verdict}{named}; {figures or 'no lift yet'}"})
