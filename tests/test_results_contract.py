@@ -1,7 +1,8 @@
 """get_results' contract with Optimizely's results endpoints, each point pinned from both sides: the client's
 requests; /report asked with the window and baseline of /results, and its failure not get_results' failure;
 end_time's rounding to 5 minutes against a genuinely shorter window; raw counts that are the experiment's whatever
-the baseline (a property test); bandits without verdicts; each metric's numbers labelled by its aggregator."""
+the baseline (a property test); bandits without verdicts; each metric's numbers labelled by its aggregator; and the
+flag rule behind an experiment id, found or not."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from mcp import Client
 from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.sandbox.results import experiment_results
+from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY
 from tests.test_results import data, make, text
 
@@ -379,18 +383,14 @@ async def test_an_ab_rule_with_the_same_figures_gets_verdicts(mode: str) -> None
     assert len(sandbox.requests("GET", "/report$")) == 1
 
 
-async def test_a_bandits_monitoring_metrics_are_one_line_of_rates() -> None:
+async def test_a_bandit_found_by_experiment_id_gets_no_verdict_either() -> None:
     sandbox = fixed()
     rule = product_sort(sandbox)
     rule["type"] = "multi_armed_bandit"
-    rule["metrics"] = [dict(rule["metrics"][0], display_title=f"metric {i}") for i in range(9)]
     async with Client(make(sandbox)) as c:
-        answer = data(await c.call_tool("get_results", PRODUCTION))
-    lines = [m["line"] for m in answer["metrics"] if m["role"] == "monitoring"]
-    assert len(lines) == 3
-    for line in lines:
-        assert line.startswith("not_applicable; Off conversion rate 0.") and ", On conversion rate 0." in line
-        assert "%" not in line  # no lift: a bandit has no baseline
+        answer = data(await c.call_tool("get_results", {"experiment_id": rule["layer_experiment_id"]}))
+    assert answer["rule_type"] == "multi_armed_bandit"
+    assert {m["verdict"] for m in answer["metrics"]} == {"not_applicable"}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -448,3 +448,98 @@ async def test_a_metric_of_an_unknown_aggregator_is_labelled_neutrally() -> None
         answer = data(await c.call_tool("get_results", PRODUCTION))
     (metric,) = answer["metrics"]
     assert (metric["samples_label"], metric["value_label"], metric["rate_label"]) == ("events", "value", "rate")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# experiment_id alone: the rule behind it, as the flag_key form knows it
+# ------------------------------------------------------------------------------------------------------------------
+
+RULE_FACTS = ("flag_key", "environment", "rule_key", "rule_type", "days_running", "results_url")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_experiment_id_alone_finds_its_flag_rule(mode: str) -> None:
+    sandbox = fixed()
+    experiment = product_sort(sandbox)["layer_experiment_id"]
+    async with Client(make(sandbox), mode=mode) as c:
+        by_flag = data(await c.call_tool("get_results", PRODUCTION))
+        by_id = await c.call_tool("get_results", {"experiment_id": experiment})
+    answer = data(by_id)
+    assert {k: answer.get(k) for k in RULE_FACTS} == {k: by_flag.get(k) for k in RULE_FACTS}
+    assert answer["days_running"] == 135 and answer["results_url"].endswith(f"/experiments/{experiment}")
+    assert "note" not in answer and "Results of product_sort/production rule experiment" in text(by_id)
+    assert [r.path for r in sandbox.requests("GET", "/rules/")] == [f"/flags/v1/projects/{PID}/rules/{experiment}"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("status", [404, 503])
+async def test_an_experiment_whose_rule_is_not_found_still_gets_its_results(mode: str, status: int) -> None:
+    sandbox = fixed()
+    experiment = product_sort(sandbox)["layer_experiment_id"]
+    sandbox.inject("status", path="/rules/", status=status, times=None)
+    async with Client(make(sandbox), mode=mode) as c:
+        result = await c.call_tool("get_results", {"experiment_id": experiment})
+    answer = data(result)
+    assert answer["status"] == "ready" and answer["metrics"] and answer["inferred_outcome"]
+    assert not {k for k in RULE_FACTS if k in answer}
+    note = answer["note"]
+    assert f"was not found in project {PID} (HTTP {status}" in note and "flag_key, environment, rule_key" in note
+    assert "whether it is a multi-armed bandit" in note and note in text(result)
+
+
+async def test_an_experiment_of_another_project_names_that_project() -> None:
+    sandbox = fixed()
+    mobile = next(exp for exp, (p, *_) in sandbox.store.experiment_index().items() if p.id == MOBILE_PROJECT_ID)
+    async with Client(make(sandbox)) as c:
+        here = data(await c.call_tool("get_results", {"experiment_id": mobile}))
+        there = data(await c.call_tool("get_results", {"experiment_id": mobile, "project_id": MOBILE_PROJECT_ID}))
+    assert "not found in project" in here["note"] and "pass its project_id" in here["note"]
+    assert "flag_key" not in here and there["flag_key"] and "note" not in there
+    project, flag, env, _ = sandbox.store.experiment_index()[mobile]
+    assert (there["flag_key"], there["environment"]) == (flag.key, env) and project.id == MOBILE_PROJECT_ID
+
+
+async def test_a_rule_found_whose_flag_cannot_be_read_keeps_what_was_found() -> None:
+    sandbox = fixed()
+    experiment = product_sort(sandbox)["layer_experiment_id"]
+    sandbox.inject("status", path="/flags/product_sort$", status=403, times=None)
+    async with Client(make(sandbox)) as c:
+        answer = data(await c.call_tool("get_results", {"experiment_id": experiment}))
+    assert (answer["flag_key"], answer["environment"], answer["rule_key"], answer["rule_type"]) == (
+        "product_sort",
+        "production",
+        "experiment",
+        "a/b",
+    )
+    assert "days_running" not in answer and answer["results_url"]
+    assert "days running of rule 'experiment' are unknown" in answer["note"] and "HTTP 403" in answer["note"]
+
+
+def test_an_experiment_id_without_any_project_is_not_looked_up(served_sandbox: str) -> None:
+    """A real token's server has no default project: the lookup needs one, the results do not."""
+
+    async def ask() -> dict[str, Any]:
+        server = build_server(
+            Settings(token="someone", base_url=served_sandbox), rate_limits=RateLimits.unlimited(), retry=FAST_RETRY
+        )
+        experiment = product_sort(Sandbox(SandboxConfig()))["layer_experiment_id"]  # the seed's ids never change
+        async with Client(server) as c:
+            return data(await c.call_tool("get_results", {"experiment_id": experiment}))
+
+    answer = anyio.run(ask)
+    assert answer["status"] == "ready" and "flag_key" not in answer
+    assert "was not looked up (no project_id)" in answer["note"]
+
+
+async def test_a_bandits_monitoring_metrics_are_one_line_of_rates() -> None:
+    sandbox = fixed()
+    rule = product_sort(sandbox)
+    rule["type"] = "multi_armed_bandit"
+    rule["metrics"] = [dict(rule["metrics"][0], display_title=f"metric {i}") for i in range(9)]
+    async with Client(make(sandbox)) as c:
+        answer = data(await c.call_tool("get_results", PRODUCTION))
+    lines = [m["line"] for m in answer["metrics"] if m["role"] == "monitoring"]
+    assert len(lines) == 3
+    for line in lines:
+        assert line.startswith("not_applicable; Off conversion rate 0.") and ", On conversion rate 0." in line
+        assert "%" not in line  # no lift: a bandit has no baseline

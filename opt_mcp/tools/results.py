@@ -12,9 +12,10 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from opt_mcp import render
+from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
 from opt_mcp.budget import Fitted, largest_fitting
-from opt_mcp.runtime import Answer, Runtime, api_errors, runtime
+from opt_mcp.runtime import Answer, Runtime, api_errors, failure, runtime
 from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
 from opt_mcp.verdict import read_metric
 from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
@@ -34,7 +35,7 @@ _SCOPES = {"visitor": "visitors", "session": "sessions", "event": "events"}
 
 @dataclass(frozen=True)
 class RuleFacts:
-    """What a result says of the rule behind its experiment (from the flag)."""
+    """What a result says of the rule behind its experiment: from the flag, or found by the experiment id."""
 
     flag_key: str | None = None
     environment: str | None = None
@@ -66,6 +67,7 @@ async def get_results(
     rt = runtime(ctx)
     if (start_time and start_time.tzinfo is None) or (end_time and end_time.tzinfo is None):
         raise ToolError("start_time/end_time: include a time zone, e.g. 2026-01-31T00:00:00Z")
+    notes: list[str] = []
     if experiment_id is None:
         if flag_key is None or environment is None:
             raise ToolError("flag_key and environment are required (or experiment_id, from get_flag)")
@@ -74,14 +76,15 @@ async def get_results(
         assert experiment_id is not None
         rule = RuleFacts.of(flag_key, environment, found)
     else:
-        rule = RuleFacts(flag_key, environment)
+        rule, missing = await _find(rt, project_id, experiment_id)
+        notes += [missing] if missing else []
     bandit = rule.rule_type == BANDIT
     with api_errors():
         # A bandit's /report is not asked: it could only name a winner or loser, which a bandit has none of.
         answer = await rt.experiment_results(
             experiment_id, start_time, end_time, baseline_variation_id, report=not bandit
         )
-    summary = _summary(answer, experiment_id, rule, end_time)
+    summary = _summary(answer, experiment_id, rule, end_time, notes)
     if metrics:
         summary = _only(summary, metrics)
     return _fit(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
@@ -122,6 +125,40 @@ async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key
     if len(experiments) > 1:
         raise ToolError(f"rule_key: {flag_key}/{environment} has several experiments, name one: {listed}")
     return experiments[0]
+
+
+async def _find(rt: Runtime, project_id: int | None, experiment_id: int) -> tuple[RuleFacts, str | None]:
+    """The rule behind an experiment id, as the flag_key form knows it: its flag, environment and key from the Flags
+    API's rule lookup, then its days running and results page from the flag. What could not be found is said in the
+    returned note, never raised: the results are returned either way."""
+    unknown = (
+        "flag_key, environment, rule_key, days_running and results_url are unknown, and so is whether it is a "
+        "multi-armed bandit (whose results have no verdict)"
+    )
+    try:
+        pid = rt.project(project_id)
+    except ToolError:
+        return RuleFacts(), f"The flag rule of experiment {experiment_id} was not looked up (no project_id): {unknown}."
+    try:
+        found = await rt.client.get_experiment_rule(pid, experiment_id)
+    except OptimizelyError as exc:
+        return RuleFacts(), (
+            f"The flag rule of experiment {experiment_id} was not found in project {pid} ({failure(exc)}): {unknown}. "
+            "If the experiment is in another project, pass its project_id."
+        )
+    if found.layer_experiment_id not in (None, experiment_id):
+        return RuleFacts(), (
+            f"Optimizely answered the lookup of experiment {experiment_id} with the rule of experiment "
+            f"{found.layer_experiment_id}: {unknown}."
+        )
+    partial = RuleFacts(found.flag_key, found.environment_key, found.key, found.type, None, found.fetch_results_ui_url)
+    if not found.flag_key or not found.environment_key:
+        return partial, f"Optimizely's rule {found.key!r} of experiment {experiment_id} names no flag or environment."
+    try:
+        details = await _rule(rt, pid, found.flag_key, found.environment_key, found.key)
+    except ToolError as exc:
+        return partial, f"The days running of rule {found.key!r} are unknown: its flag could not be read ({exc})."
+    return RuleFacts.of(found.flag_key, found.environment_key, details), None
 
 
 def _readable(x: float) -> float:
@@ -203,7 +240,9 @@ def floor_5min(moment: datetime) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % FIVE_MINUTES, UTC)
 
 
-def _summary(answer: Answer, experiment_id: int, rule: RuleFacts, asked_end: datetime | None) -> ResultsSummary:
+def _summary(
+    answer: Answer, experiment_id: int, rule: RuleFacts, asked_end: datetime | None, notes: list[str]
+) -> ResultsSummary:
     bandit = rule.rule_type == BANDIT
     base: dict[str, Any] = {
         "experiment_id": str(experiment_id),
@@ -216,11 +255,11 @@ def _summary(answer: Answer, experiment_id: int, rule: RuleFacts, asked_end: dat
     }
     if answer.results.state == "processing":
         note = "Optimizely is still computing these results: try again in a minute."
-        return ResultsSummary(status="processing", note=note, **base)
+        return ResultsSummary(status="processing", note=" ".join([note, *notes]), **base)
     results: ExperimentResults | None = answer.results.results
     if answer.results.state == "no_data" or results is None:
         note = "No results yet: the experiment has not started or has no visitors."
-        return ResultsSummary(status="no_data", note=note, **base)
+        return ResultsSummary(status="no_data", note=" ".join([note, *notes]), **base)
     metrics = [
         _metric(m, "primary" if i == 0 else "secondary" if i <= SECONDARY_METRICS else "monitoring", bandit=bandit)
         for i, m in enumerate(results.metrics)
@@ -252,7 +291,7 @@ def _summary(answer: Answer, experiment_id: int, rule: RuleFacts, asked_end: dat
         inferred_outcome=answer.outcome,
         inferred_outcome_unavailable=unavailable,
         metrics=metrics,
-        note=" ".join(said) or None,
+        note=" ".join(said + notes) or None,
         **base,
     )
 
