@@ -167,6 +167,10 @@ For each experiment call get_results(experiment_id=...). Then write, per experim
 - what was tested: the variations, where, for how long, on how many visitors;
 - the primary metric: each variation's lift against the baseline with its interval, and the verdict get_results \
 gives (call a variation a winner or loser only when get_results does; "inconclusive" means no decision yet);
+- for a multi_armed_bandit there is no winner, loser or baseline: say how its traffic was allocated and each arm's \
+rate, and that bandits do not measure statistical significance;
+- name each metric's numbers as get_results labels them (unique conversions, total conversions, revenue, …), \
+never all as "conversions";
 - secondary metrics only where they change the decision;
 - a recommendation: ship a variation, keep running (say roughly how long if the results say), or stop;
 - caveats: too few visitors or days, metrics that disagree, a bandit's traffic shifting over time.

@@ -179,7 +179,9 @@ def percent(x: float) -> str:
 
 def results(view: ResultsSummary) -> str:
     where = f"{view.flag_key}/{view.environment} rule {view.rule_key}" if view.flag_key else "experiment"
-    lines = [f"Results of {where} (experiment_id {view.experiment_id}): {view.status}."]
+    bandit = view.rule_type == "multi_armed_bandit"  # its figures have no baseline to be relative to
+    kind = " (multi-armed bandit)" if bandit else ""
+    lines = [f"Results of {where}{kind} (experiment_id {view.experiment_id}): {view.status}."]
     if view.note:
         lines.append(view.note)
     if view.status != "ready":
@@ -189,29 +191,43 @@ def results(view: ResultsSummary) -> str:
         if view.start_time and view.end_time
         else "?"
     )
+    outcome = view.inferred_outcome or (
+        f"unavailable ({view.inferred_outcome_unavailable})" if view.inferred_outcome_unavailable else "n/a"
+    )
+    statistics = (
+        "" if bandit else f"significance threshold {view.confidence_threshold}; lift is {view.difference_type}; "
+    )
     lines.append(
         f"window {window}; {view.days_running if view.days_running is not None else '?'} days running; "
-        f"stale: {'yes' if view.is_stale else 'no'}; significance threshold {view.confidence_threshold}; "
-        f"lift is {view.difference_type}; Optimizely's inferred outcome: {view.inferred_outcome or 'n/a'}"
+        f"stale: {'yes' if view.is_stale else 'no'}; {statistics}Optimizely's inferred outcome: {outcome}"
     )
     lines.append("visitors: " + ", ".join(f"{q(k)} {v}" for k, v in view.visitors.items()))
+    if view.allocation:
+        lines.append("allocation: " + ", ".join(f"{q(k)} {v * 100:.3g}%" for k, v in view.allocation.items()))
     for metric in view.metrics:
         named = f" ({q(metric.verdict_variation)})" if metric.verdict_variation else ""
-        head = f"{metric.role} metric {q(metric.name)} ({metric.winning_direction}): {metric.verdict.upper()}{named}"
+        head = (
+            f"{metric.role} metric {q(metric.name)} ({metric.rate_label}, {metric.winning_direction}): "
+            f"{metric.verdict.upper()}{named}"
+        )
         if metric.line:
             lines.append(f"{head}; {metric.line}")
             continue
         lines.append(head)
-        lines.append("  variation | visitors | conversions | rate | lift | interval | significance")
+        columns = ["variation", metric.samples_label, metric.value_label, metric.rate_label]
+        lines.append("  " + " | ".join(columns + ([] if bandit else ["lift", "interval", "significance"])))
         for f in metric.variations:
-            lift = "baseline" if f.baseline else (percent(f.lift) if f.lift is not None else "-")
-            interval = f"[{percent(f.interval[0])}, {percent(f.interval[1])}]" if f.interval else "-"
-            sig = (
-                f"{f.significance:.2f}{' significant' if f.significant else ''}" if f.significance is not None else "-"
-            )
-            lines.append(
-                f"  {q(f.variation)} | {f.visitors} | {f.conversions} | {f.rate} | {lift} | {interval} | {sig}"
-            )
+            row = [q(f.variation), str(f.samples), str(f.value), str(f.rate)]
+            if not bandit:
+                lift = "baseline" if f.baseline else (percent(f.lift) if f.lift is not None else "-")
+                interval = f"[{percent(f.interval[0])}, {percent(f.interval[1])}]" if f.interval else "-"
+                sig = (
+                    f"{f.significance:.2f}{' significant' if f.significant else ''}"
+                    if f.significance is not None
+                    else "-"
+                )
+                row += [lift, interval, sig]
+            lines.append("  " + " | ".join(row))
     if view.results_url:
         lines.append(f"results page: {view.results_url}")
     return "\n".join(lines + _notes(view.truncated))

@@ -29,8 +29,16 @@ if TYPE_CHECKING:
 
 PAGE_MEMORY = 8
 PAGE_MEMORY_SECONDS = 60.0
-# An experiment's results and Optimizely's inferred outcome for them.
-Answer = tuple[ResultsResponse, str | None]
+_REASON_CHARACTERS = 200  # of Optimizely's message, in the few words that say how a request failed
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An experiment's results and Optimizely's inferred outcome for them, or why that outcome is missing."""
+
+    results: ResultsResponse
+    outcome: str | None = None
+    report_error: str | None = None  # how /report failed, when it did: the results stand without it
 
 
 class _Remembered(BaseModel):
@@ -41,6 +49,8 @@ class _Remembered(BaseModel):
     state: Literal["ready", "no_data"]
     results: ExperimentResults | None
     outcome: str | None
+    report_error: str | None = None
+    expires: float = 0.0  # when the results are forgotten (Unix time): asking /report again keeps that moment
 
 
 @dataclass
@@ -80,43 +90,58 @@ class Runtime:
         return page
 
     async def experiment_results(
-        self, experiment_id: int, start: datetime | None, end: datetime | None, baseline: str | None
+        self, experiment_id: int, start: datetime | None, end: datetime | None, baseline: str | None, *, report: bool
     ) -> Answer:
-        """An experiment's results and Optimizely's inferred outcome (once the results are ready), from the last
-        few seconds' answer to the same question when there is one. The cache is keyed by the token that asked:
-        one person never sees an answer fetched with another's token."""
-        key = f"results:{self.client.owner}:{experiment_id}:{start}:{end}:{baseline}"
-        cached = await self._cached(key)
-        if cached is not None:
-            return cached
-        answer = await self.client.get_experiment_results(
-            experiment_id,
-            start_time=start.isoformat() if start else None,
-            end_time=end.isoformat() if end else None,
-            baseline_variation_id=baseline,
-        )
-        outcome = None
-        if answer.state == "ready":
-            report = await self.client.get_experiment_report(experiment_id)
-            outcome = report.inferred_outcome if report else None
-        if answer.state != "processing" and self.settings.results_cache_seconds > 0:
-            # "still computing" must be asked again, not remembered
-            value = _Remembered(state=answer.state, results=answer.results, outcome=outcome).model_dump_json(
-                by_alias=True
-            )
-            with contextlib.suppress(StoreDown):  # the answer stands; the next question asks Optimizely again
-                await self.store.put(key, value, self.settings.results_cache_seconds)
-        return answer, outcome
+        """An experiment's results and, when ``report``, Optimizely's inferred outcome over the same window and
+        baseline, from the last few seconds' answer to the same question when there is one. The cache is keyed by
+        the token that asked: one person never sees an answer fetched with another's token.
 
-    async def _cached(self, key: str) -> Answer | None:
+        ``/report`` is a legacy endpoint: its failure leaves the results standing, with the reason. The results are
+        then remembered as usual, but the report is asked again on the next question (a passing failure must not
+        hide the outcome for the cache's lifetime, and the results' budget of 20 a minute is not spent on it)."""
+        key = f"results:{self.client.owner}:{experiment_id}:{start}:{end}:{baseline}:{'report' if report else '-'}"
+        window = {
+            "start_time": start.isoformat() if start else None,
+            "end_time": end.isoformat() if end else None,
+            "baseline_variation_id": baseline,
+        }
+        cached = await self._cached(key)
+        if cached is not None and cached.report_error is None:
+            return Answer(ResultsResponse(cached.state, cached.results), cached.outcome)
+        if cached is not None:
+            results, expires = ResultsResponse(cached.state, cached.results), cached.expires
+        else:
+            results = await self.client.get_experiment_results(experiment_id, **window)
+            expires = time.time() + self.settings.results_cache_seconds
+        outcome = error = None
+        if report and results.state == "ready":
+            try:
+                found = await self.client.get_experiment_report(experiment_id, **window)
+                outcome = found.inferred_outcome if found else None
+            except OptimizelyError as exc:
+                error = failure(exc)
+        # "still computing" must be asked again, not remembered; nor is anything past the results' own lifetime.
+        ttl = expires - time.time()
+        if results.state != "processing" and self.settings.results_cache_seconds > 0 and ttl > 0:
+            value = _Remembered(
+                state=results.state,
+                results=results.results,
+                outcome=outcome,
+                report_error=error,
+                expires=expires,
+            ).model_dump_json(by_alias=True)
+            with contextlib.suppress(StoreDown):  # the answer stands; the next question asks Optimizely again
+                await self.store.put(key, value, ttl)
+        return Answer(results, outcome, error)
+
+    async def _cached(self, key: str) -> _Remembered | None:
         try:
             value = await self.store.get(key)
         except StoreDown:
             return None  # reads carry on without the cache
         if value is None:
             return None
-        remembered = _Remembered.model_validate_json(value)
-        return ResultsResponse(remembered.state, remembered.results), remembered.outcome
+        return _Remembered.model_validate_json(value)
 
     def project(self, project_id: int | None) -> int:
         """The project a call is about: the argument, else the configured default."""
@@ -146,6 +171,13 @@ def runtime(ctx: Context[Any, Any]) -> Runtime:
     if isinstance(value, Runtimes):
         return value.runtime(ctx)
     raise TypeError("opt-mcp tools need the opt-mcp server's lifespan")  # pragma: no cover - a wiring mistake
+
+
+def failure(exc: OptimizelyError) -> str:
+    """How a request failed, in a few words: the status (or no response) and Optimizely's message, shortened."""
+    status = f"HTTP {exc.status}" if exc.status is not None else "no response"
+    message = exc.message if len(exc.message) <= _REASON_CHARACTERS else exc.message[:_REASON_CHARACTERS] + "…"
+    return f"{status}: {message.rstrip('.')}"
 
 
 @contextmanager

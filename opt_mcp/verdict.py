@@ -1,6 +1,8 @@
 """Reading experiment results the way Optimizely does: a variation wins or loses on a metric only when its lift's
 confidence interval lies entirely on one side of zero, and "better" depends on the metric's winning direction.
-A non-significant difference is inconclusive, whatever its sign or ``lift_status`` says."""
+A non-significant difference is inconclusive, whatever its sign or ``lift_status`` says. A multi-armed bandit has no
+verdict at all: "multiarmed bandits do not generate statistical significance" and "do not use a control or a
+baseline experience" (Optimizely, "Maximize lift with multi-armed bandit optimizations")."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Literal
 
 from opt_mcp.api.models import ExperimentMetricResults, VariantResults
 
-Verdict = Literal["winner", "loser", "inconclusive", "no_data"]
+Verdict = Literal["winner", "loser", "inconclusive", "no_data", "not_applicable"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,11 @@ def direction_of(variant: VariantResults, winning_direction: str | None) -> Lite
     return "better" if good else "worse"
 
 
-def read_metric(metric: ExperimentMetricResults) -> Reading:
-    """The metric's verdict and the variation it names (the largest significant effect)."""
+def read_metric(metric: ExperimentMetricResults, *, bandit: bool = False) -> Reading:
+    """The metric's verdict and the variation it names (the largest significant effect). For a ``bandit``, none:
+    whether or not Optimizely's answer carries lift and significance fields for it, no verdict is read from them."""
+    if bandit:  # it needs no baseline: any arm's samples are data
+        return Reading("not_applicable" if any(v.samples for v in metric.results.values()) else "no_data")
     variants = [v for v in metric.results.values() if not v.is_baseline]
     baseline = next((v for v in metric.results.values() if v.is_baseline), None)
     if baseline is None or not baseline.samples or not any(v.samples for v in variants):

@@ -370,9 +370,9 @@ class VariationFigures(View):
     variation: str
     id: str
     baseline: bool
-    visitors: int
-    conversions: float | None = Field(description="the metric's numerator (conversions, revenue, …)")
-    rate: float | None
+    samples: int = Field(description="the metric's denominator: its samples_label (visitors, sessions, …)")
+    value: float | None = Field(description="the metric's numerator: its value_label (unique conversions, revenue, …)")
+    rate: float | None = Field(description="value / samples: the metric's rate_label")
     lift: float | None = Field(default=None, description="vs the baseline: a fraction if relative (0.05 = +5 %)")
     interval: list[float] | None = Field(default=None, description="confidence interval of the lift")
     significance: float | None = None
@@ -384,7 +384,13 @@ class MetricResult(View):
     name: str
     role: Literal["primary", "secondary", "monitoring"]
     winning_direction: str | None
-    verdict: Literal["winner", "loser", "inconclusive", "no_data"]
+    aggregator: str | None = Field(default=None, description="Optimizely's: unique | count | sum | bounce | …")
+    samples_label: str = Field(description="what each variation's samples are")
+    value_label: str = Field(description="what each variation's value is")
+    rate_label: str = Field(description="what each variation's rate is")
+    verdict: Literal["winner", "loser", "inconclusive", "no_data", "not_applicable"] = Field(
+        description="not_applicable: a multi-armed bandit, which has no significance and no baseline"
+    )
     verdict_variation: str | None = Field(default=None, description="the variation the verdict names")
     variations: list[VariationFigures] = Field(default_factory=list)
     line: str | None = Field(default=None, description="one-line summary, for monitoring metrics")
@@ -396,6 +402,7 @@ class ResultsSummary(View):
     flag_key: str | None = None
     environment: str | None = None
     rule_key: str | None = None
+    rule_type: str | None = Field(default=None, description="a/b | multi_armed_bandit; null: not found")
     start_time: datetime | None = None
     end_time: datetime | None = None
     window_shorter_than_asked: bool = False
@@ -404,7 +411,9 @@ class ResultsSummary(View):
     confidence_threshold: float | None = None
     difference_type: str | None = None
     visitors: dict[str, int] = Field(default_factory=dict, description="reach per variation")
+    allocation: dict[str, float] | None = Field(default=None, description="a bandit's share of visitors per arm")
     inferred_outcome: str | None = Field(default=None, description="Optimizely's: win | loss | inconclusive")
+    inferred_outcome_unavailable: str | None = Field(default=None, description="why there is no inferred outcome")
     metrics: list[MetricResult] = Field(default_factory=list, description="primary first")
     results_url: str | None = None
     note: str | None = None

@@ -28,6 +28,7 @@ from opt_mcp.api.models import (
     EnvironmentsPage,
     ExperimentResults,
     ExperimentResultsReport,
+    ExperimentRule,
     Flag,
     FlagsPage,
     Project,
@@ -524,6 +525,13 @@ class OptimizelyClient:
             )
         return link
 
+    async def get_experiment_rule(self, project_id: int, experiment_id: int) -> ExperimentRule:
+        """The flag rule behind a v2 experiment id (a rule's ``layer_experiment_id``), from the Flags API: its key,
+        type, flag and environment."""
+        return await self._get_model(
+            "flags", f"/projects/{_pid(project_id)}/rules/{_pid(experiment_id)}", ExperimentRule
+        )
+
     async def get_experiment_results(
         self,
         experiment_id: int,
@@ -533,15 +541,7 @@ class OptimizelyClient:
         baseline_variation_id: str | None = None,
     ) -> ResultsResponse:
         """Results of the experiment behind a rule (the rule's ``layer_experiment_id``)."""
-        params = {
-            name: value
-            for name, value in (
-                ("start_time", start_time),
-                ("end_time", end_time),
-                ("baseline_variation_id", baseline_variation_id),
-            )
-            if value is not None
-        }
+        params = _window(start_time, end_time, baseline_variation_id)
         path = f"{self.v2_base_url}/experiments/{_pid(experiment_id)}/results"
         # 202 means "still computing, try again shortly": retried within the same bound as other safe calls.
         for attempt in range(1, self._retry.attempts + 1):
@@ -551,16 +551,25 @@ class OptimizelyClient:
             await self._backoff(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def get_experiment_report(self, experiment_id: int) -> ExperimentResultsReport | None:
-        """Optimizely's inferred outcome (win, loss, inconclusive), or None while there is none."""
+    async def get_experiment_report(
+        self,
+        experiment_id: int,
+        *,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        baseline_variation_id: str | None = None,
+    ) -> ExperimentResultsReport | None:
+        """Optimizely's inferred outcome (win, loss, inconclusive) over the same window and baseline as the
+        results it goes with (the endpoint takes the same parameters), or None while there is none."""
         path = f"{self.v2_base_url}/experiments/{_pid(experiment_id)}/report"
+        params = _window(start_time, end_time, baseline_variation_id)
 
         def parse(response: httpx.Response) -> ExperimentResultsReport | None:
             if response.status_code != 200:
                 return None
             return ExperimentResultsReport.model_validate(response.json())
 
-        return await self._send("v2", "GET", path, ok=(200, 202, 204), parse=parse)
+        return await self._send("v2", "GET", path, params=params, ok=(200, 202, 204), parse=parse)
 
     # ----------------------------------------------------------------------------------------------------------
     # Transport
@@ -771,6 +780,19 @@ def _project_list(response: httpx.Response) -> tuple[list[Project], str | None]:
         raise ValueError("expected a list of projects")
     next_link = response.links.get("next", {}).get("url")
     return [Project.model_validate(item) for item in data], next_link
+
+
+def _window(start_time: str | None, end_time: str | None, baseline_variation_id: str | None) -> dict[str, str]:
+    """The query of a results or report request: the window and baseline asked, nothing else."""
+    return {
+        name: value
+        for name, value in (
+            ("start_time", start_time),
+            ("end_time", end_time),
+            ("baseline_variation_id", baseline_variation_id),
+        )
+        if value is not None
+    }
 
 
 def _results(response: httpx.Response) -> ResultsResponse:

@@ -436,3 +436,20 @@ class ExperimentResultsReport(ApiModel):
     start_time: datetime | None = None
     end_time: datetime | None = None
     inferred_outcome: str | None = Field(default=None, description="win | loss | inconclusive")
+
+
+class ExperimentRule(ApiModel):
+    """Flags API ``GET /projects/{project_id}/rules/{experiment_id}`` (spec: ``Rule``): the flag rule behind a v2
+    experiment id, with the keys of its flag and environment. Only what names the rule is read; the rest is kept."""
+
+    key: str
+    name: str | None = None
+    type: str | None = Field(default=None, description="a/b | multi_armed_bandit | targeted_delivery")
+    id: int | None = None
+    flag_key: str | None = None
+    flag_name: str | None = None
+    environment_key: str | None = None
+    environment_name: str | None = None
+    status: str | None = None
+    layer_experiment_id: int | None = None
+    fetch_results_ui_url: str | None = None

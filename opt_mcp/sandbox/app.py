@@ -73,6 +73,8 @@ class Sandbox:
             ("GET", "/flags/v1/projects/{project_id}/environments", e.list_environments),
             ("GET", "/v2/projects", e.list_projects),
             ("GET", "/v2/projects/{project_id}", e.get_project),
+            # How get_results finds the flag rule behind an experiment id.
+            ("GET", "/flags/v1/projects/{project_id}/rules/{experiment_id}", e.fetch_rule_by_experiment_id),
             ("GET", "/v2/experiments/{experiment_id}/results", e.experiment_results),
             ("GET", "/v2/experiments/{experiment_id}/report", e.experiment_report),
         ]

@@ -419,6 +419,9 @@ _NOUNS = [
     "login", "profile", "video", "reviews", "shipping", "coupon", "wishlist", "payments", "homepage",
 ]  # fmt: skip
 _METRICS = ["purchase", "add to cart", "signup", "page views", "revenue", "bounce rate", "checkout started"]
+# How each generated metric aggregates (v2 spec aggregator): revenue is summed, page views counted in total, the rest
+# unique conversions; "bounce rate" is a custom event here (the ``bounce`` aggregator needs a Web page's event).
+_AGGREGATORS = {"revenue": "sum", "page views": "count"}
 _EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 
@@ -466,7 +469,12 @@ def generate_flag(
                     enabled=running,
                     variations=["Off", "On"] if rule_type == "targeted_delivery" else ["Control", "Treatment"],
                     metrics=[
-                        _metric(m, direction="decreasing" if m == "bounce rate" else "increasing") for m in metric_names
+                        _metric(
+                            m,
+                            direction="decreasing" if m == "bounce rate" else "increasing",
+                            aggregator=_AGGREGATORS.get(m, "unique"),
+                        )
+                        for m in metric_names
                     ],
                     created_time=timestamp(created),
                     updated_time=timestamp(updated),

@@ -435,6 +435,29 @@ class Endpoints:
             raise ApiError(404, "Not Found", f"Experiment {raw} was not found or you do not have access to it.")
         return found[3]
 
+    async def fetch_rule_by_experiment_id(self, request: Request) -> Response:
+        """Flags API ``GET /projects/{project_id}/rules/{experiment_id}``: the rule an experiment id (its
+        ``layer_experiment_id``) belongs to, as a ``Rule`` (a ruleset's rule plus its flag and environment)."""
+        project = self._project(request)
+        raw = str(request.path_params["experiment_id"])
+        if not raw.isdigit():
+            raise ApiError(400, "Bad Request", f"experiment_id must be an integer, not {raw!r}")
+        found = self.store.experiment_index().get(int(raw))
+        if found is None or found[0] is not project:
+            raise ApiError(404, "Not Found", empty=True)  # the API documents 404 as "Not found. No content"
+        _, flag, env_key, rule = found
+        env = self._environment(project, env_key)
+        rendered = ruleset_json(project, flag, env)["rules"][rule["key"]]
+        return json_response(
+            {
+                **rendered,
+                "flag_key": flag.key,
+                "flag_name": flag.fields["name"],
+                "environment_key": env.key,
+                "environment_name": env.name,
+            }
+        )
+
     def _results(self, request: Request) -> dict[str, Any] | None:
         rule = self._experiment_rule(request)
         query = request.query_params
