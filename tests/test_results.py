@@ -282,3 +282,10 @@ async def test_metrics_named_are_returned_in_full(sandbox: Sandbox) -> None:
     assert (
         unknown.is_error and "metrics: no metric named 'metric 99'" in text(unknown) and "'metric 13'" in text(unknown)
     )
+
+
+async def test_an_environment_without_experiments_is_named_as_the_argument_to_change(sandbox: Sandbox) -> None:
+    async with Client(make(sandbox)) as c:
+        result = await c.call_tool("get_results", {"flag_key": "homepage_hero", "environment": "production"})
+    assert result.is_error
+    assert text(result).split("environment:", 1)[-1].startswith(" homepage_hero/production has no A/B")

@@ -121,7 +121,10 @@ async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key
             )
         return found
     if not experiments:
-        raise ToolError(f"{flag_key}/{environment} has no A/B or multi-armed bandit rule, so no results")
+        raise ToolError(
+            f"environment: {flag_key}/{environment} has no A/B or multi-armed bandit rule, so no results; "
+            "get_flag shows which environments run one"
+        )
     if len(experiments) > 1:
         raise ToolError(f"rule_key: {flag_key}/{environment} has several experiments, name one: {listed}")
     return experiments[0]
