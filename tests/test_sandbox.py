@@ -257,3 +257,18 @@ def test_the_request_log_keeps_the_most_recent_only() -> None:
     for i in range(5):
         log.add(RequestRecord(method="GET", path=f"/{i}", query="", body=b"", status=200, authorized=True, at=0.0))
     assert [r.path for r in log.records()] == ["/2", "/3", "/4"]
+
+
+async def test_array_parameters_read_comma_joined_and_repeated_alike(sandbox: Sandbox) -> None:
+    """The descriptions and public clients join arrays with commas; the spec gives no style, so OpenAPI's default
+    (the parameter repeated) is read too, and both mixed."""
+    url = f"/flags/v1/projects/{PID}/flags"
+    auth = {"Authorization": "Bearer t"}
+    asked = ["homepage_hero", "product_sort", "doc-test-flag"]
+    async with httpx.AsyncClient(transport=sandbox.transport(), base_url=SANDBOX_ORIGIN, headers=auth) as http:
+        joined = await http.get(url, params={"key_list": ",".join(asked[:2])})
+        repeated = await http.get(url, params=[("key_list", asked[0]), ("key_list", asked[1])])
+        mixed = await http.get(url, params=[("key_list", ",".join(asked[:2])), ("key_list", asked[2])])
+    assert sorted(f["key"] for f in joined.json()["items"]) == sorted(asked[:2])
+    assert sorted(f["key"] for f in repeated.json()["items"]) == sorted(asked[:2])
+    assert sorted(f["key"] for f in mixed.json()["items"]) == sorted(asked)
