@@ -471,7 +471,7 @@ def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
 
 def test_tools_list_loads_neither_http_nor_the_sandbox() -> None:
     """Start-up answers tools/list without importing the HTTP stack, the API client or the sandbox: they load on
-    the first call (bench/run measures what this saves; this only keeps it from coming back)."""
+    the first call (bench/run.py measures what this saves; this only keeps it from coming back)."""
     script = """
 import sys, anyio
 from mcp import Client
