@@ -9,19 +9,14 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
 import uvicorn
-from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
 from starlette.applications import Starlette
 
 from opt_mcp.api.ratelimit import RateLimits
@@ -31,7 +26,7 @@ from opt_mcp.hosting import HostedSettings, InFlight, build_app
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from tests.conftest import FAST_RETRY
-from tests.test_server import INSPECTOR, _command, _sandbox_env
+from tests.helpers import INSPECTOR, clean_env, connect, data, installed, text
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +39,6 @@ GRANTS = {
     OPT_CAROL: frozenset({SEED_PROJECT_ID}),
 }
 SECRET = b"s" * 32
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
 
 
 @pytest.fixture
@@ -100,22 +86,6 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-@asynccontextmanager
-async def connect(
-    url: str, transport: str, *, bearer: str | None = None, optimizely: str | None = None, mode: str = "auto"
-) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-    if optimizely:
-        headers["X-Optimizely-Token"] = optimizely
-    async with AsyncExitStack() as stack:
-        if transport == "http":
-            http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=30))
-            target: Any = streamable_http_client(f"{url}/mcp", http_client=http)
-        else:
-            target = sse_client(f"{url}/sse", headers=headers)
-        yield await stack.enter_async_context(Client(target, mode=mode))
 
 
 @pytest.fixture
@@ -494,18 +464,18 @@ def free_port() -> str:
 
 
 def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path) -> None:
-    env = _sandbox_env()
+    env = clean_env()
     refused = subprocess.run(
-        [_command("opt-mcp"), "serve", "--transport", "http"], env=env, capture_output=True, text=True, timeout=60
+        [installed("opt-mcp"), "serve", "--transport", "http"], env=env, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "needs authentication" in refused.stderr
     no_token = subprocess.run(
-        [_command("opt-mcp"), "serve"], env={**env, "OPT_MCP_SANDBOX": "false"}, capture_output=True, text=True
+        [installed("opt-mcp"), "serve"], env={**env, "OPT_MCP_SANDBOX": "false"}, capture_output=True, text=True
     )
     assert no_token.returncode == 2 and "OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN" in no_token.stderr
     with subprocess.Popen(
-        [_command("opt-mcp"), "serve", "--transport", "http", "--no-auth", "--host", "0.0.0.0", "--port", free_port()],
+        [installed("opt-mcp"), "serve", "--transport", "http", "--no-auth", "--host", "0.0.0.0", "--port", free_port()],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -522,8 +492,8 @@ async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
     """`--workers 2`: each call below opens a new connection, so the kernel spreads them over both workers. A token
     issued by either verifies on either (one secret), and every worker sees every write (one shared sandbox)."""
     port = free_port()
-    env = {**_sandbox_env(), "OPT_MCP_CONFIRM": "token", "OPT_MCP_SANDBOX_UNLIMITED": "true"}
-    command = [_command("opt-mcp"), "serve", "--transport", "http", "--stateless", "--workers", "2", "--no-auth"]
+    env = {**clean_env(), "OPT_MCP_CONFIRM": "token", "OPT_MCP_SANDBOX_UNLIMITED": "true"}
+    command = [installed("opt-mcp"), "serve", "--transport", "http", "--stateless", "--workers", "2", "--no-auth"]
     with subprocess.Popen([*command, "--port", port], env=env, stderr=subprocess.DEVNULL) as process:  # noqa: ASYNC220
         url = f"http://127.0.0.1:{port}"
         try:

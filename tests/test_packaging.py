@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from opt_mcp import __version__
-from tests.test_cli import ENV
+from tests.helpers import clean_env
 
 ROOT = Path(__file__).parent.parent
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).parent.parent
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> None:
     def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=ENV, timeout=300)
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=clean_env(), timeout=300)
         assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         return done
 

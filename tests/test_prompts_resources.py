@@ -16,7 +16,7 @@ from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.prompts import CANDIDATES_SHOWN, stale_reason
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from tests.conftest import load
-from tests.test_server import MODES, _command, _sandbox_env, make_server
+from tests.helpers import MODES, clean_env, installed, make_server
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -174,9 +174,9 @@ def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
         {"jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {
             "name": "flag_cleanup_review", "arguments": {"days": "0"}, "_meta": {"progressToken": "walk"}}},
     ]  # fmt: skip
-    env = _sandbox_env({"OPT_MCP_SANDBOX_FLAGS": "250", "OPT_MCP_SANDBOX_UNLIMITED": "true"})
+    env = clean_env({"OPT_MCP_SANDBOX_FLAGS": "250", "OPT_MCP_SANDBOX_UNLIMITED": "true"})
     with subprocess.Popen(
-        [_command("opt-mcp"), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [installed("opt-mcp"), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     ) as process:
         assert process.stdin and process.stdout
         process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))

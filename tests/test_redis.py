@@ -19,8 +19,7 @@ import pytest
 from opt_mcp.sandbox import SEED_PROJECT_ID
 from opt_mcp.shared import MemoryStore, RedisStore, Store, StoreDown
 from tests.conftest import free_port
-from tests.test_hosted import connect, data
-from tests.test_server import _command, _sandbox_env
+from tests.helpers import clean_env, connect, data, installed
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -188,13 +187,13 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(redis_server: RedisServer, served_sandbox: str) -> Iterator[Replicas]:
-    env = _sandbox_env({
+    env = clean_env({
         "OPT_MCP_SANDBOX": "false", "OPTIMIZELY_API_TOKEN": "team-shared-token-0123456789",
         "OPTIMIZELY_API_BASE_URL": served_sandbox, "OPTIMIZELY_PROJECT_ID": str(PID),
         "OPT_MCP_REDIS_URL": redis_server.url, "OPT_MCP_SECRET": SECRET, "OPT_MCP_CONFIRM": "token",
     })  # fmt: skip
     ports = [free_port(), free_port()]
-    command = [_command("opt-mcp"), "serve", "--transport", "http", "--stateless", "--no-auth"]
+    command = [installed("opt-mcp"), "serve", "--transport", "http", "--stateless", "--no-auth"]
     processes = [
         subprocess.Popen([*command, "--port", str(port)], env=env, stderr=subprocess.DEVNULL) for port in ports
     ]

@@ -16,18 +16,16 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.server import MCPServer
-from mcp.types import CallToolResult
 
 from opt_mcp import server as served
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
-from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
+from tests.helpers import INSPECTOR, clean_env, data, installed, make_server, rpc_call, text
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
@@ -37,24 +35,10 @@ READ_TOOLS = {"list_projects", "list_environments", "list_flags", "get_flag", "g
 ALL_TOOLS = READ_TOOLS | {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
 
 
-def make_server(sandbox: Sandbox | None = None, settings: Settings | None = None) -> MCPServer[Runtime]:
-    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
-    return build_server(settings or Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
-
-
 @pytest.fixture(params=MODES)
 async def client(request: pytest.FixtureRequest, sandbox: Sandbox) -> AsyncIterator[Client]:
     async with Client(make_server(sandbox), mode=request.param) as c:
         yield c
-
-
-def data(result: CallToolResult) -> Any:
-    assert not result.is_error, text(result)
-    return result.structured_content
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -313,20 +297,8 @@ def test_bad_settings_name_the_setting(environ: dict[str, str], named: str) -> N
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _command(name: str) -> str:
-    """The console script installed next to this interpreter (the venv's bin), as a client finds it on PATH."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"{name} is not installed"
-    return found
-
-
-def _sandbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIMIZELY_", "OPT_MCP_"))}
-    return {**env, **(extra or {})}
-
-
 async def test_stdio_server_lists_and_calls_tools() -> None:
-    params = StdioServerParameters(command=_command("opt-mcp"), args=["serve"], env=_sandbox_env())
+    params = StdioServerParameters(command=installed("opt-mcp"), args=["serve"], env=clean_env())
     for mode in MODES:
         async with Client(params, mode=mode) as c:
             tools = (await c.list_tools()).tools
@@ -335,31 +307,22 @@ async def test_stdio_server_lists_and_calls_tools() -> None:
         assert result["returned"] == 2 and result["next_cursor"]
 
 
-def _call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments},
-    }
-
-
 def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
     requests = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        _call(3, "get_flag", {"flag_key": "product_sort"}),
-        _call(4, "get_flag", {"flag_key": "nope"}),
+        rpc_call(3, "get_flag", {"flag_key": "product_sort"}),
+        rpc_call(4, "get_flag", {"flag_key": "nope"}),
     ]  # fmt: skip
     process = subprocess.Popen(
-        [_command("opt-mcp"), "serve"],
+        [installed("opt-mcp"), "serve"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_sandbox_env(),
+        env=clean_env(),
     )
     assert process.stdin and process.stdout and process.stderr
     process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
@@ -385,11 +348,11 @@ def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
 
 def test_stdio_bad_setting_is_one_line_on_stderr() -> None:
     process = subprocess.run(
-        [_command("opt-mcp"), "serve"],
+        [installed("opt-mcp"), "serve"],
         input="",
         capture_output=True,
         text=True,
-        env=_sandbox_env({"OPTIMIZELY_PROJECT_ID": "nope"}),
+        env=clean_env({"OPTIMIZELY_PROJECT_ID": "nope"}),
         timeout=60,
     )
     assert process.returncode == 2 and process.stdout == ""
@@ -428,7 +391,7 @@ def test_readme_has_every_client_snippet() -> None:
 @pytest.mark.parametrize("name", ["claude-desktop", "claude-code", "cursor", "vscode"])
 async def test_readme_snippet_starts_a_working_server(name: str) -> None:
     command, args, env = _launch(name, _snippets()[name])
-    params = StdioServerParameters(command=_command(command), args=args, env=_sandbox_env(env))
+    params = StdioServerParameters(command=installed(command), args=args, env=clean_env(env))
     async with Client(params) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         result = data(await c.call_tool("list_flags", {}))
@@ -439,22 +402,20 @@ async def test_readme_snippet_starts_a_working_server(name: str) -> None:
 # The official MCP Inspector, from the npm registry
 # ------------------------------------------------------------------------------------------------------------------
 
-INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
-
 
 def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
     npx = shutil.which("npx")
     if npx is None:
         pytest.skip("Node's npx is not installed: the MCP Inspector check needs it")
-    base = [npx, "-y", INSPECTOR, "--cli", _command("opt-mcp"), "serve"]
+    base = [npx, "-y", INSPECTOR, "--cli", installed("opt-mcp"), "serve"]
     listed = subprocess.run(
-        [*base, "--method", "tools/list"], capture_output=True, text=True, env=_sandbox_env(), timeout=300
+        [*base, "--method", "tools/list"], capture_output=True, text=True, env=clean_env(), timeout=300
     )
     called = subprocess.run(
         [*base, "--method", "tools/call", "--tool-name", "list_flags", "--tool-arg", "limit=2"],
         capture_output=True,
         text=True,
-        env=_sandbox_env(),
+        env=clean_env(),
         timeout=300,
     )
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -486,9 +447,7 @@ async def main():
         print(sorted(m for m in heavy if m in sys.modules))
 anyio.run(main)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=_sandbox_env(), timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     listed, called = done.stdout.strip().splitlines()
     assert listed == "[]"
