@@ -171,6 +171,7 @@ def projects(draw: st.DrawFn) -> tuple[Sandbox, list[str]]:
     return sandbox, [f.key for f in flags if not f.fields["archived"]]
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     project=projects(),

@@ -463,6 +463,7 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path) -> None:
     env = clean_env()
     refused = subprocess.run(
@@ -488,6 +489,7 @@ def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path
     assert "without authentication" in lines[1] and "WARNING" in lines[1]
 
 
+@pytest.mark.slow
 async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
     """`--workers 2`: each call below opens a new connection, so the kernel spreads them over both workers. A token
     issued by either verifies on either (one secret), and every worker sees every write (one shared sandbox)."""
@@ -524,6 +526,7 @@ async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
             process.wait(timeout=30)
 
 
+@pytest.mark.network
 async def test_the_mcp_inspector_connects_over_http_and_sse_with_a_bearer_token(team: str) -> None:
     npx = shutil.which("npx")
     if npx is None:

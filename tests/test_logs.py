@@ -16,6 +16,7 @@ from tests.helpers import make_server, stdio_exchange
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.slow
 def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None:
     toggle = {"flag_key": "product_sort", "environment": "development", "enabled": True}
 
@@ -53,6 +54,7 @@ def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None
     assert any("embedded sandbox" in line["message"] for line in lines)
 
 
+@pytest.mark.slow
 def test_text_lines_by_default() -> None:
     _, stderr = stdio_exchange({}, [("list_flags", {"limit": 1})])
     assert "opt-mcp INFO opt_mcp.calls: list_flags ok in " in stderr

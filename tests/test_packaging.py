@@ -18,6 +18,7 @@ from tests.helpers import clean_env
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> None:
     def run(*command: str | Path) -> subprocess.CompletedProcess[str]:

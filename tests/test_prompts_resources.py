@@ -165,6 +165,7 @@ async def test_experiment_readout_refuses_clearly(sandbox: Sandbox, arguments: d
     assert says in str(raised.value)
 
 
+@pytest.mark.slow
 def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
     """As a desktop client sees it: prompts/get with a progress token, over stdio, 253 flags in 3 pages."""
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}

@@ -226,6 +226,7 @@ def confirmed(arguments: dict[str, Any], preview: dict[str, Any]) -> dict[str, A
     return {**arguments, "confirmation_token": preview["confirmation_token"]}
 
 
+@pytest.mark.slow
 async def test_a_token_used_on_one_replica_is_refused_on_the_other(replicas: Replicas) -> None:
     arguments = describe("product_sort", f"replayed {time.time_ns()}")
     preview = data(await replicas.call(0, "patch_flag", arguments))
@@ -237,6 +238,7 @@ async def test_a_token_used_on_one_replica_is_refused_on_the_other(replicas: Rep
     assert (replay.is_error and "already used" in replay.content[0].text) or "change nothing" in replay.content[0].text
 
 
+@pytest.mark.slow
 async def test_the_same_token_sent_to_both_at_once_writes_once(replicas: Replicas) -> None:
     for round_ in range(3):
         arguments = describe("homepage_hero", f"raced {round_} {time.time_ns()}")
@@ -252,6 +254,7 @@ async def test_the_same_token_sent_to_both_at_once_writes_once(replicas: Replica
         assert len(replicas.requests("PATCH", f"/projects/{PID}/flags")) == before + 1
 
 
+@pytest.mark.slow
 async def test_a_burst_through_both_replicas_stays_within_optimizelys_rate_limit(replicas: Replicas) -> None:
     started = time.time()
     async with anyio.create_task_group() as group:
@@ -265,6 +268,7 @@ async def test_a_burst_through_both_replicas_stays_within_optimizelys_rate_limit
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 2) / 2 - 0.1
 
 
+@pytest.mark.slow
 async def test_without_redis_writes_fail_closed_and_reads_carry_on(
     replicas: Replicas, redis_server: RedisServer
 ) -> None:
@@ -287,6 +291,7 @@ async def test_without_redis_writes_fail_closed_and_reads_carry_on(
     assert done["status"] == "written"
 
 
+@pytest.mark.slow
 async def test_results_are_cached_for_both_replicas_and_per_optimizely_token(replicas: Replicas) -> None:
     question = {"flag_key": "product_sort", "environment": "production", "end_time": "2026-11-20T00:00:00Z"}
     before = len(replicas.requests("GET", "/results"))

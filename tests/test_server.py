@@ -111,6 +111,7 @@ async def test_list_flags_summarises_each_flag(client: Client) -> None:
     assert result["project_id"] == str(SEED_PROJECT_ID)
 
 
+@pytest.mark.slow
 async def test_cursor_walks_5000_flags_exactly_once() -> None:
     sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=RateLimits.unlimited()))
     seen: list[str] = []
@@ -307,6 +308,7 @@ async def test_stdio_server_lists_and_calls_tools() -> None:
         assert result["returned"] == 2 and result["next_cursor"]
 
 
+@pytest.mark.slow
 def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
     requests = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -403,6 +405,7 @@ async def test_readme_snippet_starts_a_working_server(name: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.network
 def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
     npx = shutil.which("npx")
     if npx is None:
