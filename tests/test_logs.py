@@ -42,15 +42,19 @@ def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None
         ("set_flag_enabled", "ok"),
         ("set_flag_enabled", "ok"),
     ]
-    assert calls[0]["api_calls"] == 1 and calls[1]["api_calls"] >= 2  # the miss, then searches for close keys
+    assert calls[0]["api_calls"] == 1
+    assert calls[1]["api_calls"] >= 2  # the miss, then searches for close keys
     assert calls[3]["api_calls"] >= 3  # a fresh look, the write, the check after it
     for call in calls:
-        assert call["duration_ms"] > 0 and call["result_tokens"] > 0
+        assert call["duration_ms"] > 0
+        assert call["result_tokens"] > 0
     sizes = [len(json.dumps(a, ensure_ascii=False)) for a in answers]
     assert calls[0]["result_tokens"] >= sizes[0] / 6  # a real measure of the result, not a constant
     (audit,) = [line for line in lines if line["logger"] == "opt_mcp.audit"]
-    assert audit["outcome"] == "written" and audit["revision_after"] == {"product_sort/development": 2}
-    assert token not in stderr and "no_such_flag_xq" not in stderr
+    assert audit["outcome"] == "written"
+    assert audit["revision_after"] == {"product_sort/development": 2}
+    assert token not in stderr
+    assert "no_such_flag_xq" not in stderr
     assert any("embedded sandbox" in line["message"] for line in lines)
 
 
@@ -58,13 +62,15 @@ def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None
 def test_text_lines_by_default() -> None:
     _, stderr = stdio_exchange({}, [("list_flags", {"limit": 1})])
     assert "opt-mcp INFO opt_mcp.calls: list_flags ok in " in stderr
-    assert "1 API call(s)" in stderr and not stderr.lstrip().startswith("{")
+    assert "1 API call(s)" in stderr
+    assert not stderr.lstrip().startswith("{")
 
 
 def test_a_wrong_log_format_is_named() -> None:
     with pytest.raises(ValueError, match="OPT_MCP_LOG_FORMAT must be text or json, not 'xml'"):
         log_format({"OPT_MCP_LOG_FORMAT": "xml"})
-    assert log_format({}) == "text" and log_format({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
+    assert log_format({}) == "text"
+    assert log_format({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -82,4 +88,5 @@ async def test_in_memory_calls_are_logged_with_their_api_calls(
         ("list_flags", "tool error", 0),
     ]
     formatted = json.loads(JsonLines().format(records[0]))
-    assert formatted["tool"] == "list_projects" and formatted["level"] == "info"
+    assert formatted["tool"] == "list_projects"
+    assert formatted["level"] == "info"

@@ -43,4 +43,5 @@ def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> N
     assert run(bin_dir / "opt-mcp", "--version").stdout.strip() == f"opt-mcp {__version__}"
     assert run(bin_dir / "python", "-m", "opt_mcp", "--version").stdout.strip() == f"opt-mcp {__version__}"
     listed = json.loads(run(bin_dir / "opt-mcp", "call", "list_flags", "{}").stdout)
-    assert listed["project_id"] == "5629661695180800" and listed["returned"] == listed["total_count"] == 3
+    assert listed["project_id"] == "5629661695180800"
+    assert listed["returned"] == listed["total_count"] == 3

@@ -94,7 +94,8 @@ async def test_a_claim_is_won_once_across_replicas(kind: str, redis_server: Redi
         key = f"claim-{time.time_ns()}"
         won = await asyncio.gather(*[(a if i % 2 else b).claim(key, 5) for i in range(40)])
         assert sorted(won) == [False] * 39 + [True]
-        assert await a.claim(key + "-short", 0.2) and not await b.claim(key + "-short", 0.2)
+        assert await a.claim(key + "-short", 0.2)
+        assert not await b.claim(key + "-short", 0.2)
         await asyncio.sleep(0.35)
         assert await b.claim(key + "-short", 0.2)  # expired: free again
 
@@ -103,7 +104,8 @@ async def test_a_claim_is_won_once_across_replicas(kind: str, redis_server: Redi
 async def test_the_budget_is_one_for_all_replicas(kind: str, redis_server: RedisServer) -> None:
     async with stores(kind, redis_server) as (a, b):
         key, windows = f"budget-{time.time_ns()}", [(2, 1.0), (3, 60.0)]
-        assert await a.reserve(key, windows, "r1") == 0 and await b.reserve(key, windows, "r2") == 0
+        assert await a.reserve(key, windows, "r1") == 0
+        assert await b.reserve(key, windows, "r2") == 0
         wait = await a.reserve(key, windows, "r3")
         assert 0.5 < wait <= 1.0  # the per-second window is full: about a second
         await asyncio.sleep(wait)
@@ -132,7 +134,8 @@ async def test_a_replica_answers_from_its_copy_of_a_cached_value_until_redis_for
         assert await b.get(key) == "answer"  # from Redis: b keeps a copy for as long as Redis keeps the value
         redis_server.stop()
         try:
-            assert await a.get(key) == "answer" and await b.get(key) == "answer"  # no round trip: Redis is down
+            assert await a.get(key) == "answer"
+            assert await b.get(key) == "answer"  # no round trip: Redis is down
             await asyncio.sleep(0.7)
             for store in (a, b):  # the copies expired with the value: both ask Redis again
                 with pytest.raises(StoreDown):
@@ -262,7 +265,8 @@ async def test_a_burst_through_both_replicas_stays_within_optimizelys_rate_limit
             group.start_soon(replicas.call, i % 2, "get_flag", {"flag_key": "doc-test-flag"})
     flag_requests = [r for r in replicas.requests("GET", "/flags/v1/") if r["at"] >= started]
     arrivals = sorted(r["at"] for r in flag_requests)
-    assert len(arrivals) >= 10 and not [r for r in flag_requests if r["status"] == 429]
+    assert len(arrivals) >= 10
+    assert not [r for r in flag_requests if r["status"] == 429]
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
     assert busiest <= 2  # Flags API: 2 requests a second, for both replicas together (each alone would take 2)
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 2) / 2 - 0.1
@@ -283,7 +287,9 @@ async def test_without_redis_writes_fail_closed_and_reads_carry_on(
         read = await replicas.call(0, "get_flag", {"flag_key": "doc-test-flag"})
     finally:
         redis_server.start()
-    assert refused.is_error and "cannot be reached" in refused.content[0].text and "nothing" in refused.content[0].text
+    assert refused.is_error
+    assert "cannot be reached" in refused.content[0].text
+    assert "nothing" in refused.content[0].text
     assert len(replicas.requests("PATCH", f"/projects/{PID}/flags")) == before  # nothing went out
     assert not read.is_error
     again = data(await replicas.call(1, "patch_flag", arguments))  # Redis is back: the same write goes through
@@ -297,7 +303,8 @@ async def test_results_are_cached_for_both_replicas_and_per_optimizely_token(rep
     before = len(replicas.requests("GET", "/results"))
     first = data(await replicas.call(0, "get_results", question))
     again = data(await replicas.call(1, "get_results", question))  # the other replica: answered from Redis
-    assert first == again and len(replicas.requests("GET", "/results")) == before + 1
+    assert first == again
+    assert len(replicas.requests("GET", "/results")) == before + 1
     async with connect(replicas.urls[1], "http", optimizely="someone-elses-token-0123456789") as client:
         theirs = data(await client.call_tool("get_results", question))
     assert theirs["experiment_id"] == first["experiment_id"]

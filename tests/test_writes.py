@@ -61,7 +61,8 @@ async def test_approved_in_the_client_writes_once_and_returns_the_diff(sandbox: 
         result = data(await c.call_tool("patch_flag", DESCRIBE))
     assert result["status"] == "written" and result["revisions"] == {"product_sort": 4}
     assert result["changes"] == [{"path": "/description", "before": "", "after": "Sorted"}]
-    assert (len(user.shown) == 1 and '"Sorted"' in user.shown[0]) or "'Sorted'" in user.shown[0]
+    assert len(user.shown) == 1
+    assert '"Sorted"' in user.shown[0] or "'Sorted'" in user.shown[0]
     assert writes(sandbox) == [f"PATCH /flags/v1/projects/{PID}/flags"]
 
 
