@@ -1,65 +1,23 @@
-"""The opt-mcp command as a person uses it: call, tools, doctor, bad input. Run in this process (``main`` with its
-arguments, stdout and stderr captured) unless the test is about the process itself."""
+"""The opt-mcp command as a person uses it: call, tools, doctor, bad input. Run in this process (the ``cli`` fixture:
+``main`` with its arguments, stdout and stderr captured) unless the test is about the process itself."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import subprocess
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.cli import main
 from opt_mcp.config import Settings
 from opt_mcp.doctor import diagnose
 from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
-from tests.conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY, Cli
 from tests.helpers import clean_env
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Run = Callable[..., Ran]
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
-    """``opt-mcp ARGS`` in this process, with no OPTIMIZELY_ or OPT_MCP_ setting but those given; the logging
-    ``main`` configures is put back afterwards."""
-    for name in list(os.environ):
-        if name.startswith(("OPTIMIZELY_", "OPT_MCP_")):
-            monkeypatch.delenv(name)
-    loggers = [logging.getLogger(), logging.getLogger("httpx"), logging.getLogger("mcp")]
-    saved = [(logger.handlers[:], logger.level) for logger in loggers]
-
-    def opt_mcp(*args: str, env: dict[str, str] | None = None) -> Ran:
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # --version and --help, as argparse ends them
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Ran(code, out, err)
-
-    yield opt_mcp
-    for logger, (handlers, level) in zip(loggers, saved, strict=True):
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-
-
-def test_call_prints_the_structured_result(run: Run) -> None:
-    result = run("call", "list_flags", '{"limit": 1}')
+def test_call_prints_the_structured_result(cli: Cli) -> None:
+    result = cli("call", "list_flags", '{"limit": 1}')
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["returned"] == 1
@@ -67,29 +25,29 @@ def test_call_prints_the_structured_result(run: Run) -> None:
     assert body["next_cursor"]
 
 
-def test_call_reports_a_tool_error_with_exit_code_1(run: Run) -> None:
-    result = run("call", "get_flag", '{"flag_key": "product_srot"}')
+def test_call_reports_a_tool_error_with_exit_code_1(cli: Cli) -> None:
+    result = cli("call", "get_flag", '{"flag_key": "product_srot"}')
     assert result.returncode == 1
     assert "Did you mean: product_sort" in result.stdout
 
 
 @pytest.mark.parametrize("arguments", ["{not json", "[1, 2]"])
-def test_call_with_bad_json_is_one_line(run: Run, arguments: str) -> None:
-    result = run("call", "list_flags", arguments)
+def test_call_with_bad_json_is_one_line(cli: Cli, arguments: str) -> None:
+    result = cli("call", "list_flags", arguments)
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert "JSON object" in result.stderr
 
 
-def test_unknown_tool_is_reported(run: Run) -> None:
-    result = run("call", "drop_database", "{}")
+def test_unknown_tool_is_reported(cli: Cli) -> None:
+    result = cli("call", "drop_database", "{}")
     assert result.returncode == 1
     assert "drop_database" in result.stdout
 
 
-def test_tools_lists_each_tool_with_its_size(run: Run) -> None:
-    result = run("tools")
+def test_tools_lists_each_tool_with_its_size(cli: Cli) -> None:
+    result = cli("tools")
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0
     assert len(lines) == 10
@@ -102,14 +60,14 @@ def test_tools_lists_each_tool_with_its_size(run: Run) -> None:
     assert sizes[-1] == sum(sizes[:-1])
 
 
-def test_version(run: Run) -> None:
-    result = run("--version")
+def test_version(cli: Cli) -> None:
+    result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("opt-mcp ")
 
 
-def test_tools_in_read_only_mode_lists_no_writes(run: Run) -> None:
-    result = run("tools", "--read-only")
+def test_tools_in_read_only_mode_lists_no_writes(cli: Cli) -> None:
+    result = cli("tools", "--read-only")
     names = [line.split()[0] for line in result.stdout.strip().splitlines()[:-1]]
     assert result.returncode == 0
     assert names == ["list_projects", "list_environments", "list_flags", "get_flag", "get_results"]
@@ -120,8 +78,8 @@ def test_tools_in_read_only_mode_lists_no_writes(run: Run) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_doctor_on_the_sandbox_passes_and_prints_a_configuration_that_starts(run: Run) -> None:
-    result = run("doctor")
+def test_doctor_on_the_sandbox_passes_and_prints_a_configuration_that_starts(cli: Cli) -> None:
+    result = cli("doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     checks = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split("]")[1].split()[0] for line in checks] == ["token", "api", "project", "permissions", "rate"]
@@ -139,9 +97,9 @@ def test_doctor_on_the_sandbox_passes_and_prints_a_configuration_that_starts(run
     assert "5629661695180800" in started.stdout
 
 
-def test_doctor_with_a_token_checks_the_api_and_never_prints_the_token(run: Run, served_sandbox: str) -> None:
+def test_doctor_with_a_token_checks_the_api_and_never_prints_the_token(cli: Cli, served_sandbox: str) -> None:
     token = "doctor-secret-7Qx2"
-    result = run("doctor", env={"OPTIMIZELY_API_TOKEN": token, "OPTIMIZELY_API_BASE_URL": served_sandbox})
+    result = cli("doctor", env={"OPTIMIZELY_API_TOKEN": token, "OPTIMIZELY_API_BASE_URL": served_sandbox})
     assert token not in result.stdout + result.stderr
     assert "(18 characters, not shown)" in result.stdout
     assert "<your Optimizely token>" in result.stdout
