@@ -3,7 +3,7 @@
 Every tool result is measured as it is sent — its structured content (compact JSON) plus its text rendering — and
 must fit the per-call budget (``OPT_MCP_MAX_TOKENS``), which is never above the hard ceiling (Claude Code's default
 limit for MCP output). The estimate is cheap, with no tokenizer on the hot path, and calibrated to err high against
-a real BPE tokenizer (cl100k) on this project's own outputs: ``bench/run`` reports the ratio.
+a real BPE tokenizer (cl100k) on this project's own outputs: ``bench/run.py`` reports the ratio.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Detail = Literal["summary", "standard", "full"]
 # cursors (base64 costs about 0.7 tokens a character), words (one token up to 12 letters, then about 8 letters a
 # token), digit groups (3 digits a token), non-ASCII characters (half a token per UTF-8 byte: an emoji is 2, a CJK
 # character 1.5), whitespace other than a single space, and runs of ASCII punctuation (one token a run, a little
-# more for long runs). Weights fitted against cl100k on this project's own outputs; bench/run reports the ratio.
+# more for long runs). Weights fitted against cl100k on this project's own outputs; bench/run.py reports the ratio.
 _RUNS = re.compile(r"(?<![\w+/=-])[\w+/=-]{24,}")  # candidates; opaque when they mix upper case, lower case and digits
 # (The look-behinds start a match only where a run starts: the same matches, without rescanning inside short runs.)
 _UPPER, _LOWER, _DIGIT = re.compile("[A-Z]"), re.compile("[a-z]"), re.compile(r"\d")

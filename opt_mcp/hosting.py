@@ -178,7 +178,7 @@ class InFlight:
     async def enter(self, person: str) -> bool:
         async with self._changed:
             # Always through wait_for, even with room: it yields to the event loop once, so requests already
-            # admitted move on before a burst of new arrivals. Without it bench/load's p99 went from 250 to 400 ms.
+            # admitted move on before a burst of new arrivals. Without it bench/load.py's p99 went from 250 to 400 ms.
             try:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self._counts.get(person, 0) < self._limit), self._wait
@@ -386,7 +386,7 @@ def build_app(
 
         async with server.session_manager.run():
             # What is alive once started (modules, the sandbox's data) stays alive: out of the collector's sight,
-            # every collection under load is cheaper (bench/load: about 6 % more calls a second).
+            # every collection under load is cheaper (bench/load.py: about 6 % more calls a second).
             gc.freeze()
             sweeper = asyncio.create_task(sweep())
             try:

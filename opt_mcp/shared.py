@@ -217,7 +217,7 @@ class RedisStore:
 
     def _keep_near(self, key: str, value: str, ttl: float) -> None:
         # A cached value is read again and again while it lasts: this replica keeps a copy until the moment Redis
-        # forgets it, and asks Redis no more (a round trip a read was 3 % of a replica's CPU under bench/load).
+        # forgets it, and asks Redis no more (a round trip a read was 3 % of a replica's CPU under bench/load.py).
         self._near[key] = (time.monotonic() + ttl, value)
         self._near.move_to_end(key)
         while len(self._near) > CACHE_ENTRIES:

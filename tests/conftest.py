@@ -7,6 +7,7 @@ the controller makes (and names in the environment the workers inherit); the con
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -14,7 +15,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,47 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         line = ", ".join(f"{key} {total[key]}" for key in KEYS)
         terminalreporter.write_sep("=", "reliability campaign")
         terminalreporter.write_line(line)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The opt-mcp command in this process
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., Ran]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+    """``opt-mcp ARGS`` in this process, with no OPTIMIZELY_ or OPT_MCP_ setting but those given; the logging
+    ``main`` configures is put back afterwards."""
+    from opt_mcp.cli import main
+
+    for name in list(os.environ):
+        if name.startswith(("OPTIMIZELY_", "OPT_MCP_")):
+            monkeypatch.delenv(name)
+    loggers = [logging.getLogger(), logging.getLogger("httpx"), logging.getLogger("mcp")]
+    saved = [(logger.handlers[:], logger.level) for logger in loggers]
+
+    def opt_mcp(*args: str, env: dict[str, str] | None = None) -> Ran:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # --version and --help, as argparse ends them
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    yield opt_mcp
+    for logger, (handlers, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.types import CallToolResult
 
 from opt_mcp import budget
 from opt_mcp.api.ratelimit import RateLimits
@@ -20,16 +19,10 @@ from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.store import flag_json
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY
+from tests.helpers import cost
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
-
-
-def cost(result: CallToolResult) -> int:
-    """What the result costs, measured on the client side exactly as the server promises to bound it."""
-    text = "\n".join(getattr(block, "text", "") for block in result.content)
-    compact = json.dumps(result.structured_content, separators=(",", ":"), ensure_ascii=False)
-    return estimate_tokens(text) + estimate_tokens(compact)
 
 
 def server(sandbox: Sandbox, max_tokens: int) -> Any:
@@ -178,6 +171,7 @@ def projects(draw: st.DrawFn) -> tuple[Sandbox, list[str]]:
     return sandbox, [f.key for f in flags if not f.fields["archived"]]
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     project=projects(),

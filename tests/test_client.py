@@ -44,6 +44,7 @@ def _client(sandbox: Sandbox, sleeps: SleepRecorder | None = None) -> Optimizely
 # ------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_full_pagination_of_5000_flags_visits_each_once(big_sandbox: Sandbox) -> None:
     async with _client(big_sandbox) as client:
         first = await client.list_flags_page(PID, per_page=100)
@@ -80,6 +81,7 @@ def _types(flag: Flag, envs: list[str] | None = None) -> set[str]:
     return {r.type for k, e in flag.environments.items() if envs is None or k in envs for r in e.rules_detail}
 
 
+@pytest.mark.slow
 async def test_rule_type_filter_and_its_negation_split_the_project(big_sandbox: Sandbox) -> None:
     async with _client(big_sandbox) as client:
         ab = [f async for f in client.iter_flags(PID, FlagFilters(rule_type=["a/b"]))]
@@ -90,6 +92,7 @@ async def test_rule_type_filter_and_its_negation_split_the_project(big_sandbox: 
     assert len(ab) + len(not_ab) == len(_unarchived(big_sandbox))
 
 
+@pytest.mark.slow
 async def test_environment_and_enabled_filters(big_sandbox: Sandbox) -> None:
     async with _client(big_sandbox) as client:
         on = [f async for f in client.iter_flags(PID, FlagFilters(environment=["staging"], enabled=True))]

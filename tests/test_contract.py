@@ -9,18 +9,14 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult
 
 from opt_mcp.api.models import RulesetRule
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Fault, Readings, Sandbox, SandboxConfig
-from opt_mcp.server import build_server
-from tests.conftest import FAST_RETRY
+from tests.helpers import MODES, data, make, text, writes
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
-MODES = ["auto", "legacy"]
 T = TypeVar("T")
 
 
@@ -31,19 +27,7 @@ def sandbox_with(flags: int = 0, **readings: Any) -> Sandbox:
 
 
 def client(sandbox: Sandbox, mode: str = "auto") -> Client:
-    server = build_server(
-        Settings(confirm="token"), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY
-    )
-    return Client(server, mode=mode)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
+    return Client(make(sandbox, confirm="token"), mode=mode)
 
 
 async def confirmed(c: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -67,10 +51,6 @@ async def _meanwhile(call: Awaitable[T], ready: Callable[[], bool], act: Callabl
                 await anyio.sleep(0.002)
         act()
     return outcome[0]
-
-
-def writes(sandbox: Sandbox) -> list[str]:
-    return [f"{r.method} {r.path}" for r in sandbox.requests() if r.method != "GET" and r.status]
 
 
 # ------------------------------------------------------------------------------------------------------------------

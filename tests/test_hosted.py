@@ -9,19 +9,14 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
 import uvicorn
-from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
 from starlette.applications import Starlette
 
 from opt_mcp.api.ratelimit import RateLimits
@@ -31,7 +26,7 @@ from opt_mcp.hosting import HostedSettings, InFlight, build_app
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from tests.conftest import FAST_RETRY
-from tests.test_server import INSPECTOR, _command, _sandbox_env
+from tests.helpers import INSPECTOR, clean_env, connect, data, installed, text
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +39,6 @@ GRANTS = {
     OPT_CAROL: frozenset({SEED_PROJECT_ID}),
 }
 SECRET = b"s" * 32
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
 
 
 @pytest.fixture
@@ -102,22 +88,6 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
         await task
 
 
-@asynccontextmanager
-async def connect(
-    url: str, transport: str, *, bearer: str | None = None, optimizely: str | None = None, mode: str = "auto"
-) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-    if optimizely:
-        headers["X-Optimizely-Token"] = optimizely
-    async with AsyncExitStack() as stack:
-        if transport == "http":
-            http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=30))
-            target: Any = streamable_http_client(f"{url}/mcp", http_client=http)
-        else:
-            target = sse_client(f"{url}/sse", headers=headers)
-        yield await stack.enter_async_context(Client(target, mode=mode))
-
-
 @pytest.fixture
 async def team(sandbox: Sandbox, tokens_file: str, mapping_file: str) -> AsyncIterator[str]:
     hosted = HostedSettings(auth_tokens_file=tokens_file, optimizely_tokens_file=mapping_file)
@@ -138,7 +108,8 @@ async def test_tools_work_over_both_transports(team: str, transport: str, mode: 
         flags = data(await c.call_tool("list_flags", {"limit": 2}))
         flag = data(await c.call_tool("get_flag", {"flag_key": "product_sort"}))
     assert {"list_flags", "get_results", "patch_flag"} <= names
-    assert flags["returned"] == 2 and flag["key"] == "product_sort"
+    assert flags["returned"] == 2
+    assert flag["key"] == "product_sort"
 
 
 async def test_stateless_replicas_share_confirmation_tokens(sandbox: Sandbox, tokens_file: str) -> None:
@@ -152,14 +123,16 @@ async def test_stateless_replicas_share_confirmation_tokens(sandbox: Sandbox, to
         arguments = {"flag_key": "homepage_hero", "environment": "development", "enabled": True}
         async with connect(first, "http", bearer=ALICE) as c:
             preview = data(await c.call_tool("set_flag_enabled", arguments))
-        assert preview["status"] == "preview" and not sandbox.requests("POST")
+        assert preview["status"] == "preview"
+        assert not sandbox.requests("POST")
         async with connect(second, "http", bearer=ALICE) as c:
             done = data(
                 await c.call_tool(
                     "set_flag_enabled", {**arguments, "confirmation_token": preview["confirmation_token"]}
                 )
             )
-    assert done["status"] == "written" and len(sandbox.requests("POST", "/enabled$")) == 1
+    assert done["status"] == "written"
+    assert len(sandbox.requests("POST", "/enabled$")) == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -190,7 +163,8 @@ async def test_unauthenticated_and_wrong_token_get_401_and_nothing_else(team: st
         assert answer.headers["www-authenticate"].startswith("Bearer ")
         assert answer.json() == {"error": "invalid_token", "error_description": "Authentication required"}
         assert "mcp-session-id" not in answer.headers
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
 
 
 async def test_wrong_host_and_origin_are_refused_before_anything_else(team: str) -> None:
@@ -201,8 +175,10 @@ async def test_wrong_host_and_origin_are_refused_before_anything_else(team: str)
         origin = await http.post("/mcp", json=INITIALIZE, headers={**good, "Origin": "https://evil.example"})
         sse_origin = await http.get("/sse", headers={**good, "Origin": "https://evil.example"})
         local_origin = await http.post("/mcp", json=INITIALIZE, headers={**good, "Origin": "http://localhost:3000"})
-    assert host.status_code == 421 and host_no_auth.status_code == 421
-    assert origin.status_code == 403 and sse_origin.status_code == 403
+    assert host.status_code == 421
+    assert host_no_auth.status_code == 421
+    assert origin.status_code == 403
+    assert sse_origin.status_code == 403
     assert local_origin.status_code == 200
 
 
@@ -245,7 +221,8 @@ async def test_oversized_and_slow_bodies_are_refused(sandbox: Sandbox, tokens_fi
         streamed = await http.post("/mcp", content=_chunks(b" " * 8000), headers=good)
         slow = await http.post("/mcp", content=trickle(), headers=good)
         fine = await http.post("/mcp", json=INITIALIZE, headers=good)
-    assert big.status_code == 413 and streamed.status_code == 413
+    assert big.status_code == 413
+    assert streamed.status_code == 413
     assert slow.status_code == 408
     assert fine.status_code == 200
 
@@ -257,7 +234,8 @@ async def _chunks(body: bytes) -> AsyncIterator[bytes]:
 
 async def test_requests_in_flight_are_bounded_per_person() -> None:
     limit = InFlight(2, wait=0.05)
-    assert await limit.enter("alice") and await limit.enter("alice")
+    assert await limit.enter("alice")
+    assert await limit.enter("alice")
     assert not await limit.enter("alice")  # a third waits, then is refused (429)
     assert await limit.enter("bob")  # another person is not held up by alice
     waiting = asyncio.create_task(limit.enter("alice"))
@@ -288,7 +266,8 @@ async def test_each_person_sees_their_own_data(team: str, sandbox: Sandbox) -> N
         "bob": {str(MOBILE_PROJECT_ID)},
         "carol": {str(SEED_PROJECT_ID)},  # the token the operator mapped to carol
     }
-    assert alice_on_mobile.is_error and "404" in text(alice_on_mobile)
+    assert alice_on_mobile.is_error
+    assert "404" in text(alice_on_mobile)
     assert bob_on_mobile["returned"] == 1
 
 
@@ -298,7 +277,8 @@ async def test_without_a_token_of_their_own_a_person_uses_the_shared_one(team: s
     assert len(projects) == 3  # the sandbox's shared token sees every project
     async with connect(team, "http", bearer=ALICE, optimizely="has spaces in it") as alice:
         malformed = await alice.call_tool("list_projects", {})
-    assert malformed.is_error and "X-Optimizely-Token header is not a token" in text(malformed)
+    assert malformed.is_error
+    assert "X-Optimizely-Token header is not a token" in text(malformed)
     assert "has spaces" not in text(malformed)
 
 
@@ -316,7 +296,8 @@ async def test_against_optimizely_without_a_shared_token_each_person_brings_one(
                 missing = await alice.call_tool("list_projects", {})
             async with connect(url, "http", bearer=ALICE, optimizely=OPT_ALICE) as alice:
                 projects = data(await alice.call_tool("list_projects", {}))["projects"]
-    assert missing.is_error and "No Optimizely token for alice: add the header X-Optimizely-Token" in text(missing)
+    assert missing.is_error
+    assert "No Optimizely token for alice: add the header X-Optimizely-Token" in text(missing)
     assert [p["id"] for p in projects] == [str(SEED_PROJECT_ID)]
     assert all(r.authorized for r in sandbox.requests())
 
@@ -335,7 +316,8 @@ async def test_confirmation_tokens_are_personal(sandbox: Sandbox, tokens_file: s
             stolen = await carol.call_tool("set_flag_enabled", {**arguments, "confirmation_token": token})
         assert not sandbox.requests("POST")
         done = data(await alice.call_tool("set_flag_enabled", {**arguments, "confirmation_token": token}))
-    assert stolen.is_error and "not one this server issued" in text(stolen)
+    assert stolen.is_error
+    assert "not one this server issued" in text(stolen)
     assert done["status"] == "written"
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(r["person"], r["outcome"]) for r in records] == [("carol", "refused"), ("alice", "written")]
@@ -455,7 +437,9 @@ def test_hosted_settings_from_the_environment() -> None:
             }
         )
     settings = Settings.from_env({"OPT_MCP_SANDBOX": "false", "OPT_MCP_LEDGER_FILE": "/tmp/ledger.sqlite"})
-    assert settings.real_api and not settings.uses_sandbox and settings.ledger_file == "/tmp/ledger.sqlite"
+    assert settings.real_api
+    assert not settings.uses_sandbox
+    assert settings.ledger_file == "/tmp/ledger.sqlite"
     assert Settings.from_env({}).uses_sandbox  # unset is not a refusal
 
 
@@ -470,7 +454,8 @@ def test_token_files_name_the_line_never_the_token(tmp_path: Path) -> None:
         path.write_text(content)
         with pytest.raises(AuthConfigError, match=re.escape(message)) as caught:
             read_name_lines(str(path), what="OPT_MCP_AUTH_TOKENS_FILE", min_secret=24)
-        assert ALICE not in str(caught.value) and "short-secret" not in str(caught.value)
+        assert ALICE not in str(caught.value)
+        assert "short-secret" not in str(caught.value)
     path.write_text(f"alice:{ALICE}\nbob:{ALICE}")
     with pytest.raises(AuthConfigError, match="two people share one token"):
         StaticTokens.from_file(str(path))
@@ -481,9 +466,12 @@ def test_token_files_name_the_line_never_the_token(tmp_path: Path) -> None:
 async def test_static_tokens_keep_digests_only(tokens_file: str) -> None:
     verifier = StaticTokens.from_file(tokens_file)
     assert verifier.people == ["alice", "bob", "carol"]
-    assert ALICE not in repr(verifier) and ALICE not in repr(vars(verifier))
+    assert ALICE not in repr(verifier)
+    assert ALICE not in repr(vars(verifier))
     found = await verifier.verify_token(BOB)
-    assert found is not None and found.subject == "bob" and found.token == ""
+    assert found is not None
+    assert found.subject == "bob"
+    assert found.token == ""
     assert await verifier.verify_token(BOB[:-1]) is None
 
 
@@ -493,19 +481,23 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path) -> None:
-    env = _sandbox_env()
+    env = clean_env()
     refused = subprocess.run(
-        [_command("opt-mcp"), "serve", "--transport", "http"], env=env, capture_output=True, text=True, timeout=60
+        [installed("opt-mcp"), "serve", "--transport", "http"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert refused.returncode == 2 and refused.stdout == ""
-    assert refused.stderr.count("\n") == 1 and "needs authentication" in refused.stderr
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr.count("\n") == 1
+    assert "needs authentication" in refused.stderr
     no_token = subprocess.run(
-        [_command("opt-mcp"), "serve"], env={**env, "OPT_MCP_SANDBOX": "false"}, capture_output=True, text=True
+        [installed("opt-mcp"), "serve"], env={**env, "OPT_MCP_SANDBOX": "false"}, capture_output=True, text=True
     )
-    assert no_token.returncode == 2 and "OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN" in no_token.stderr
+    assert no_token.returncode == 2
+    assert "OPT_MCP_SANDBOX=false needs OPTIMIZELY_API_TOKEN" in no_token.stderr
     with subprocess.Popen(
-        [_command("opt-mcp"), "serve", "--transport", "http", "--no-auth", "--host", "0.0.0.0", "--port", free_port()],
+        [installed("opt-mcp"), "serve", "--transport", "http", "--no-auth", "--host", "0.0.0.0", "--port", free_port()],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -515,15 +507,17 @@ def test_cli_refuses_hosted_mode_without_auth_and_warns_when_open(tmp_path: Path
         lines = [process.stderr.readline() for _ in range(2)]
         process.terminate()
         process.wait(timeout=30)
-    assert "without authentication" in lines[1] and "WARNING" in lines[1]
+    assert "without authentication" in lines[1]
+    assert "WARNING" in lines[1]
 
 
+@pytest.mark.slow
 async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
     """`--workers 2`: each call below opens a new connection, so the kernel spreads them over both workers. A token
     issued by either verifies on either (one secret), and every worker sees every write (one shared sandbox)."""
     port = free_port()
-    env = {**_sandbox_env(), "OPT_MCP_CONFIRM": "token", "OPT_MCP_SANDBOX_UNLIMITED": "true"}
-    command = [_command("opt-mcp"), "serve", "--transport", "http", "--stateless", "--workers", "2", "--no-auth"]
+    env = {**clean_env(), "OPT_MCP_CONFIRM": "token", "OPT_MCP_SANDBOX_UNLIMITED": "true"}
+    command = [installed("opt-mcp"), "serve", "--transport", "http", "--stateless", "--workers", "2", "--no-auth"]
     with subprocess.Popen([*command, "--port", port], env=env, stderr=subprocess.DEVNULL) as process:  # noqa: ASYNC220
         url = f"http://127.0.0.1:{port}"
         try:
@@ -554,6 +548,7 @@ async def test_worker_processes_share_the_secret_and_one_sandbox() -> None:
             process.wait(timeout=30)
 
 
+@pytest.mark.network
 async def test_the_mcp_inspector_connects_over_http_and_sse_with_a_bearer_token(team: str) -> None:
     npx = shutil.which("npx")
     if npx is None:

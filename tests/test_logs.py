@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,53 +11,19 @@ from mcp import Client
 
 from opt_mcp.logs import JsonLines, log_format
 from opt_mcp.sandbox import Sandbox
-from tests.test_server import _call, _command, _sandbox_env, make_server
+from tests.helpers import make_server, stdio_exchange
 
 pytestmark = pytest.mark.anyio
 
 
-Arguments = dict[str, Any] | Callable[[list[dict[str, Any]]], dict[str, Any]]
-
-
-def _exchange(env: dict[str, str], calls: list[tuple[str, Arguments]]) -> tuple[list[dict[str, Any]], str]:
-    """Run ``opt-mcp serve`` over stdio as a desktop client does; the answers to ``calls`` in order, and stderr.
-    Arguments may be a function of the answers so far (to pass on a confirmation token)."""
-    process = subprocess.Popen(
-        [_command("opt-mcp"), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_sandbox_env(env),
-    )
-    assert process.stdin and process.stdout and process.stderr
-    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
-    process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}) + "\n")
-    process.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
-    answers: list[dict[str, Any]] = []
-    try:
-        for number, (tool, arguments) in enumerate(calls, start=1):
-            given = arguments(answers) if callable(arguments) else arguments
-            process.stdin.write(json.dumps(_call(number, tool, given)) + "\n")
-            process.stdin.flush()
-            while True:
-                message = json.loads(process.stdout.readline())
-                if message.get("id") == number:
-                    answers.append(message["result"])
-                    break
-    finally:
-        process.stdin.close()
-        process.wait(timeout=30)
-    return answers, process.stderr.read()
-
-
+@pytest.mark.slow
 def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None:
     toggle = {"flag_key": "product_sort", "environment": "development", "enabled": True}
 
     def confirmed(answers: list[dict[str, Any]]) -> dict[str, Any]:
         return {**toggle, "confirmation_token": answers[2]["structuredContent"]["confirmation_token"]}
 
-    answers, stderr = _exchange(
+    answers, stderr = stdio_exchange(
         {"OPT_MCP_LOG_FORMAT": "json", "OPT_MCP_CONFIRM": "token"},
         [
             ("get_flag", {"flag_key": "product_sort"}),
@@ -78,28 +42,35 @@ def test_json_lines_on_stderr_one_per_tool_call_and_no_argument_values() -> None
         ("set_flag_enabled", "ok"),
         ("set_flag_enabled", "ok"),
     ]
-    assert calls[0]["api_calls"] == 1 and calls[1]["api_calls"] >= 2  # the miss, then searches for close keys
+    assert calls[0]["api_calls"] == 1
+    assert calls[1]["api_calls"] >= 2  # the miss, then searches for close keys
     assert calls[3]["api_calls"] >= 3  # a fresh look, the write, the check after it
     for call in calls:
-        assert call["duration_ms"] > 0 and call["result_tokens"] > 0
+        assert call["duration_ms"] > 0
+        assert call["result_tokens"] > 0
     sizes = [len(json.dumps(a, ensure_ascii=False)) for a in answers]
     assert calls[0]["result_tokens"] >= sizes[0] / 6  # a real measure of the result, not a constant
     (audit,) = [line for line in lines if line["logger"] == "opt_mcp.audit"]
-    assert audit["outcome"] == "written" and audit["revision_after"] == {"product_sort/development": 2}
-    assert token not in stderr and "no_such_flag_xq" not in stderr
+    assert audit["outcome"] == "written"
+    assert audit["revision_after"] == {"product_sort/development": 2}
+    assert token not in stderr
+    assert "no_such_flag_xq" not in stderr
     assert any("embedded sandbox" in line["message"] for line in lines)
 
 
+@pytest.mark.slow
 def test_text_lines_by_default() -> None:
-    _, stderr = _exchange({}, [("list_flags", {"limit": 1})])
+    _, stderr = stdio_exchange({}, [("list_flags", {"limit": 1})])
     assert "opt-mcp INFO opt_mcp.calls: list_flags ok in " in stderr
-    assert "1 API call(s)" in stderr and not stderr.lstrip().startswith("{")
+    assert "1 API call(s)" in stderr
+    assert not stderr.lstrip().startswith("{")
 
 
 def test_a_wrong_log_format_is_named() -> None:
     with pytest.raises(ValueError, match="OPT_MCP_LOG_FORMAT must be text or json, not 'xml'"):
         log_format({"OPT_MCP_LOG_FORMAT": "xml"})
-    assert log_format({}) == "text" and log_format({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
+    assert log_format({}) == "text"
+    assert log_format({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -117,4 +88,5 @@ async def test_in_memory_calls_are_logged_with_their_api_calls(
         ("list_flags", "tool error", 0),
     ]
     formatted = json.loads(JsonLines().format(records[0]))
-    assert formatted["tool"] == "list_projects" and formatted["level"] == "info"
+    assert formatted["tool"] == "list_projects"
+    assert formatted["level"] == "info"

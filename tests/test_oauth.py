@@ -35,7 +35,7 @@ from opt_mcp.sandbox import (
 )
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY, SleepRecorder
-from tests.test_logs import _exchange
+from tests.helpers import data, stdio_exchange, text
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -87,15 +87,6 @@ def refused(sandbox: Sandbox) -> list[RequestRecord]:
 
 def patches(sandbox: Sandbox) -> list[int]:
     return [r.status for r in sandbox.requests("PATCH")]
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
 
 
 class Approves:
@@ -426,7 +417,7 @@ def test_a_stdio_server_with_only_a_refresh_token_fetches_one_and_shows_neither(
         ("set_flag_enabled", toggle),
         ("set_flag_enabled", confirmed),
     ]
-    answers, stderr = _exchange(env, calls)
+    answers, stderr = stdio_exchange(env, calls)
     assert not any(a.get("isError") for a in answers) and answers[-1]["structuredContent"]["status"] == "written"
     seen = httpx.get(f"{served_sandbox}/_sandbox/requests").json()
     tokens = [r for r in seen if r["path"] == "/oauth2/token"]

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 
 from opt_mcp import __version__
-from tests.test_cli import ENV
+from tests.helpers import clean_env
 
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> None:
     def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=ENV, timeout=300)
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=clean_env(), timeout=300)
         assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         return done
 
@@ -42,4 +43,5 @@ def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path) -> N
     assert run(bin_dir / "opt-mcp", "--version").stdout.strip() == f"opt-mcp {__version__}"
     assert run(bin_dir / "python", "-m", "opt_mcp", "--version").stdout.strip() == f"opt-mcp {__version__}"
     listed = json.loads(run(bin_dir / "opt-mcp", "call", "list_flags", "{}").stdout)
-    assert listed["project_id"] == "5629661695180800" and listed["returned"] == listed["total_count"] == 3
+    assert listed["project_id"] == "5629661695180800"
+    assert listed["returned"] == listed["total_count"] == 3

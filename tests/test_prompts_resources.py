@@ -16,7 +16,7 @@ from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.prompts import CANDIDATES_SHOWN, stale_reason
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from tests.conftest import load
-from tests.test_server import MODES, _command, _sandbox_env, make_server
+from tests.helpers import MODES, clean_env, installed, make_server
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -25,7 +25,8 @@ URI = f"optimizely://projects/{PID}/flags/product_sort"
 
 def prompt_text(result: Any) -> str:
     (message,) = result.messages
-    assert message.role == "user" and isinstance(message.content, TextContent)
+    assert message.role == "user"
+    assert isinstance(message.content, TextContent)
     return message.content.text
 
 
@@ -41,9 +42,12 @@ async def test_a_flag_resource_is_get_flags_view(sandbox: Sandbox, mode: str) ->
         read = await c.read_resource(URI)
         tool = await c.call_tool("get_flag", {"flag_key": "product_sort"})
     assert template.uri_template == "optimizely://projects/{project_id}/flags/{flag_key}"
-    assert template.title and template.description and template.mime_type == "text/plain"
+    assert template.title
+    assert template.description
+    assert template.mime_type == "text/plain"
     (content,) = read.contents
-    assert content.uri == URI and content.mime_type == "text/plain"
+    assert content.uri == URI
+    assert content.mime_type == "text/plain"
     assert isinstance(tool.content[0], TextContent)
     assert getattr(content, "text", None) == tool.content[0].text  # the same compact rendering as the tool
 
@@ -92,7 +96,8 @@ def test_stale_means_untouched_and_off_everywhere_or_on_for_everyone() -> None:
         development={"enabled": True, "rules_detail": [everyone]},
     )
     assert stale_reason(off, now) == "off in every environment"
-    assert stale_reason(rolled_out, now) is not None and "everyone" in str(stale_reason(rolled_out, now))
+    assert stale_reason(rolled_out, now) is not None
+    assert "everyone" in str(stale_reason(rolled_out, now))
     assert stale_reason(off, off.updated_time - timedelta(days=1)) is None  # touched after the cutoff
     assert stale_reason(off.model_copy(update={"archived": True}), now) is None
     half_on = _flag(production={"enabled": True, "rules_detail": [everyone]}, development={"enabled": False})
@@ -125,10 +130,13 @@ async def test_cleanup_review_lists_the_stale_flags_as_data(mode: str) -> None:
     }
     data = text.split("<flags>\n", 1)[1].split("\n</flags>", 1)[0]
     listed = {line.split('"key": "', 1)[1].split('"', 1)[0] for line in data.splitlines()}
-    assert len(listed) == min(CANDIDATES_SHOWN, len(listed)) and off & listed
+    assert len(listed) == min(CANDIDATES_SHOWN, len(listed))
+    assert off & listed
     assert all('"why": "off in every environment"' in line for line in data.splitlines() if line.split('"')[3] in off)
-    assert "archive_flags" in text and "confirmation" in text
-    assert hostile in listed and text.count("</flags>") == 1  # the name cannot close the data's markers
+    assert "archive_flags" in text
+    assert "confirmation" in text
+    assert hostile in listed
+    assert text.count("</flags>") == 1  # the name cannot close the data's markers
     (line,) = [line for line in data.splitlines() if hostile in line]
     assert json.loads(line)["name"] == flags[hostile].fields["name"]  # escaped, yet the same text as JSON
     assert "None of its" in none
@@ -145,8 +153,10 @@ async def test_experiment_readout_names_each_experiment_for_get_results(sandbox:
         flag = (await c.call_tool("get_flag", {"flag_key": "product_sort"})).structured_content
     assert flag is not None
     ids = {str(r["experiment_id"]) for e in flag["environments"] for r in e["rules"] if r.get("experiment_id")}
-    assert ids and all(f'"experiment_id": {i}' in text for i in ids)
-    assert "get_results" in text and '"environment": "development"' not in production
+    assert ids
+    assert all(f'"experiment_id": {i}' in text for i in ids)
+    assert "get_results" in text
+    assert '"environment": "development"' not in production
 
 
 @pytest.mark.parametrize(
@@ -165,6 +175,7 @@ async def test_experiment_readout_refuses_clearly(sandbox: Sandbox, arguments: d
     assert says in str(raised.value)
 
 
+@pytest.mark.slow
 def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
     """As a desktop client sees it: prompts/get with a progress token, over stdio, 253 flags in 3 pages."""
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
@@ -174,11 +185,12 @@ def test_the_cleanup_review_reports_progress_page_by_page_over_stdio() -> None:
         {"jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {
             "name": "flag_cleanup_review", "arguments": {"days": "0"}, "_meta": {"progressToken": "walk"}}},
     ]  # fmt: skip
-    env = _sandbox_env({"OPT_MCP_SANDBOX_FLAGS": "250", "OPT_MCP_SANDBOX_UNLIMITED": "true"})
+    env = clean_env({"OPT_MCP_SANDBOX_FLAGS": "250", "OPT_MCP_SANDBOX_UNLIMITED": "true"})
     with subprocess.Popen(
-        [_command("opt-mcp"), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [installed("opt-mcp"), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     ) as process:
-        assert process.stdin and process.stdout
+        assert process.stdin
+        assert process.stdout
         process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
         process.stdin.flush()
         messages: list[dict[str, Any]] = []

@@ -19,8 +19,7 @@ import pytest
 from opt_mcp.sandbox import SEED_PROJECT_ID
 from opt_mcp.shared import MemoryStore, RedisStore, Store, StoreDown
 from tests.conftest import free_port
-from tests.test_hosted import connect, data
-from tests.test_server import _command, _sandbox_env
+from tests.helpers import clean_env, connect, data, installed
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -95,7 +94,8 @@ async def test_a_claim_is_won_once_across_replicas(kind: str, redis_server: Redi
         key = f"claim-{time.time_ns()}"
         won = await asyncio.gather(*[(a if i % 2 else b).claim(key, 5) for i in range(40)])
         assert sorted(won) == [False] * 39 + [True]
-        assert await a.claim(key + "-short", 0.2) and not await b.claim(key + "-short", 0.2)
+        assert await a.claim(key + "-short", 0.2)
+        assert not await b.claim(key + "-short", 0.2)
         await asyncio.sleep(0.35)
         assert await b.claim(key + "-short", 0.2)  # expired: free again
 
@@ -104,7 +104,8 @@ async def test_a_claim_is_won_once_across_replicas(kind: str, redis_server: Redi
 async def test_the_budget_is_one_for_all_replicas(kind: str, redis_server: RedisServer) -> None:
     async with stores(kind, redis_server) as (a, b):
         key, windows = f"budget-{time.time_ns()}", [(2, 1.0), (3, 60.0)]
-        assert await a.reserve(key, windows, "r1") == 0 and await b.reserve(key, windows, "r2") == 0
+        assert await a.reserve(key, windows, "r1") == 0
+        assert await b.reserve(key, windows, "r2") == 0
         wait = await a.reserve(key, windows, "r3")
         assert 0.5 < wait <= 1.0  # the per-second window is full: about a second
         await asyncio.sleep(wait)
@@ -133,7 +134,8 @@ async def test_a_replica_answers_from_its_copy_of_a_cached_value_until_redis_for
         assert await b.get(key) == "answer"  # from Redis: b keeps a copy for as long as Redis keeps the value
         redis_server.stop()
         try:
-            assert await a.get(key) == "answer" and await b.get(key) == "answer"  # no round trip: Redis is down
+            assert await a.get(key) == "answer"
+            assert await b.get(key) == "answer"  # no round trip: Redis is down
             await asyncio.sleep(0.7)
             for store in (a, b):  # the copies expired with the value: both ask Redis again
                 with pytest.raises(StoreDown):
@@ -188,13 +190,13 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(redis_server: RedisServer, served_sandbox: str) -> Iterator[Replicas]:
-    env = _sandbox_env({
+    env = clean_env({
         "OPT_MCP_SANDBOX": "false", "OPTIMIZELY_API_TOKEN": "team-shared-token-0123456789",
         "OPTIMIZELY_API_BASE_URL": served_sandbox, "OPTIMIZELY_PROJECT_ID": str(PID),
         "OPT_MCP_REDIS_URL": redis_server.url, "OPT_MCP_SECRET": SECRET, "OPT_MCP_CONFIRM": "token",
     })  # fmt: skip
     ports = [free_port(), free_port()]
-    command = [_command("opt-mcp"), "serve", "--transport", "http", "--stateless", "--no-auth"]
+    command = [installed("opt-mcp"), "serve", "--transport", "http", "--stateless", "--no-auth"]
     processes = [
         subprocess.Popen([*command, "--port", str(port)], env=env, stderr=subprocess.DEVNULL) for port in ports
     ]
@@ -227,6 +229,7 @@ def confirmed(arguments: dict[str, Any], preview: dict[str, Any]) -> dict[str, A
     return {**arguments, "confirmation_token": preview["confirmation_token"]}
 
 
+@pytest.mark.slow
 async def test_a_token_used_on_one_replica_is_refused_on_the_other(replicas: Replicas) -> None:
     arguments = describe("product_sort", f"replayed {time.time_ns()}")
     preview = data(await replicas.call(0, "patch_flag", arguments))
@@ -238,6 +241,7 @@ async def test_a_token_used_on_one_replica_is_refused_on_the_other(replicas: Rep
     assert (replay.is_error and "already used" in replay.content[0].text) or "change nothing" in replay.content[0].text
 
 
+@pytest.mark.slow
 async def test_the_same_token_sent_to_both_at_once_writes_once(replicas: Replicas) -> None:
     for round_ in range(3):
         arguments = describe("homepage_hero", f"raced {round_} {time.time_ns()}")
@@ -253,6 +257,7 @@ async def test_the_same_token_sent_to_both_at_once_writes_once(replicas: Replica
         assert len(replicas.requests("PATCH", f"/projects/{PID}/flags")) == before + 1
 
 
+@pytest.mark.slow
 async def test_a_burst_through_both_replicas_stays_within_optimizelys_rate_limit(replicas: Replicas) -> None:
     started = time.time()
     async with anyio.create_task_group() as group:
@@ -260,12 +265,14 @@ async def test_a_burst_through_both_replicas_stays_within_optimizelys_rate_limit
             group.start_soon(replicas.call, i % 2, "get_flag", {"flag_key": "doc-test-flag"})
     flag_requests = [r for r in replicas.requests("GET", "/flags/v1/") if r["at"] >= started]
     arrivals = sorted(r["at"] for r in flag_requests)
-    assert len(arrivals) >= 10 and not [r for r in flag_requests if r["status"] == 429]
+    assert len(arrivals) >= 10
+    assert not [r for r in flag_requests if r["status"] == 429]
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
     assert busiest <= 2  # Flags API: 2 requests a second, for both replicas together (each alone would take 2)
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 2) / 2 - 0.1
 
 
+@pytest.mark.slow
 async def test_without_redis_writes_fail_closed_and_reads_carry_on(
     replicas: Replicas, redis_server: RedisServer
 ) -> None:
@@ -280,7 +287,9 @@ async def test_without_redis_writes_fail_closed_and_reads_carry_on(
         read = await replicas.call(0, "get_flag", {"flag_key": "doc-test-flag"})
     finally:
         redis_server.start()
-    assert refused.is_error and "cannot be reached" in refused.content[0].text and "nothing" in refused.content[0].text
+    assert refused.is_error
+    assert "cannot be reached" in refused.content[0].text
+    assert "nothing" in refused.content[0].text
     assert len(replicas.requests("PATCH", f"/projects/{PID}/flags")) == before  # nothing went out
     assert not read.is_error
     again = data(await replicas.call(1, "patch_flag", arguments))  # Redis is back: the same write goes through
@@ -288,12 +297,14 @@ async def test_without_redis_writes_fail_closed_and_reads_carry_on(
     assert done["status"] == "written"
 
 
+@pytest.mark.slow
 async def test_results_are_cached_for_both_replicas_and_per_optimizely_token(replicas: Replicas) -> None:
     question = {"flag_key": "product_sort", "environment": "production", "end_time": "2026-11-20T00:00:00Z"}
     before = len(replicas.requests("GET", "/results"))
     first = data(await replicas.call(0, "get_results", question))
     again = data(await replicas.call(1, "get_results", question))  # the other replica: answered from Redis
-    assert first == again and len(replicas.requests("GET", "/results")) == before + 1
+    assert first == again
+    assert len(replicas.requests("GET", "/results")) == before + 1
     async with connect(replicas.urls[1], "http", optimizely="someone-elses-token-0123456789") as client:
         theirs = data(await client.call_tool("get_results", question))
     assert theirs["experiment_id"] == first["experiment_id"]

@@ -8,35 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.types import CallToolResult
 
 from opt_mcp import shared
 from opt_mcp.api.models import ExperimentMetricResults
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.server import build_server
 from opt_mcp.tools.results import variation_figures
 from opt_mcp.verdict import read_metric
 from tests.conftest import FAST_RETRY
-from tests.test_budget import cost
+from tests.helpers import cost, data, make, text
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
 PRODUCTION = {"flag_key": "product_sort", "environment": "production"}
-
-
-def make(sandbox: Sandbox, **overrides: Any) -> Any:
-    return build_server(Settings(**overrides), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.sandbox.results import experiment_results
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY
-from tests.test_results import data, make, text
+from tests.helpers import data, make, text
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from statistics import NormalDist
@@ -17,7 +14,7 @@ import pytest
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentResults
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
-from tests.conftest import FAST_RETRY, load
+from tests.conftest import FAST_RETRY, Cli, load
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -215,14 +212,8 @@ def test_served_sandbox_faults_and_log_are_controllable(served_sandbox: str) -> 
     assert all("anything" not in str(r) and "another" not in str(r) for r in log)  # tokens are never logged
 
 
-def test_sandbox_command_rejects_bad_settings() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "opt_mcp.cli", "sandbox", "--port", "1"],
-        env={**os.environ, "OPT_MCP_SANDBOX_FLAGS": "lots"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def test_sandbox_command_rejects_bad_settings(cli: Cli) -> None:
+    result = cli("sandbox", "--port", "1", env={"OPT_MCP_SANDBOX_FLAGS": "lots"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "opt-mcp: OPT_MCP_SANDBOX_FLAGS must be a whole number from 0 to 100000, not 'lots'"

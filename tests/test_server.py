@@ -16,18 +16,16 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.server import MCPServer
-from mcp.types import CallToolResult
 
 from opt_mcp import server as served
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import ConfigError, Settings
-from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
+from tests.helpers import INSPECTOR, clean_env, data, installed, make_server, rpc_call, text
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
@@ -37,24 +35,10 @@ READ_TOOLS = {"list_projects", "list_environments", "list_flags", "get_flag", "g
 ALL_TOOLS = READ_TOOLS | {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
 
 
-def make_server(sandbox: Sandbox | None = None, settings: Settings | None = None) -> MCPServer[Runtime]:
-    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
-    return build_server(settings or Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
-
-
 @pytest.fixture(params=MODES)
 async def client(request: pytest.FixtureRequest, sandbox: Sandbox) -> AsyncIterator[Client]:
     async with Client(make_server(sandbox), mode=request.param) as c:
         yield c
-
-
-def data(result: CallToolResult) -> Any:
-    assert not result.is_error, text(result)
-    return result.structured_content
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -66,14 +50,18 @@ async def test_every_tool_is_fully_described(client: Client) -> None:
     tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == ALL_TOOLS
     for tool in tools:
-        assert tool.title and tool.description and len(tool.description) > 60, tool.name
-        assert tool.output_schema and tool.output_schema.get("type") == "object", tool.name
+        assert tool.title, tool.name
+        assert tool.description, tool.name
+        assert len(tool.description) > 60, tool.name
+        assert tool.output_schema, tool.name
+        assert tool.output_schema.get("type") == "object", tool.name
         hints = tool.annotations
         assert hints is not None, tool.name
         for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
             assert getattr(hints, hint) is not None, f"{tool.name} leaves {hint} to the unsafe default"
         if tool.name in READ_TOOLS:
-            assert hints.read_only_hint and not hints.destructive_hint, tool.name
+            assert hints.read_only_hint, tool.name
+            assert not hints.destructive_hint, tool.name
         assert len(json.dumps(tool.input_schema)) < 4000, f"{tool.name}: input schema too large"
 
 
@@ -127,6 +115,7 @@ async def test_list_flags_summarises_each_flag(client: Client) -> None:
     assert result["project_id"] == str(SEED_PROJECT_ID)
 
 
+@pytest.mark.slow
 async def test_cursor_walks_5000_flags_exactly_once() -> None:
     sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=RateLimits.unlimited()))
     seen: list[str] = []
@@ -144,7 +133,8 @@ async def test_cursor_walks_5000_flags_exactly_once() -> None:
     expected = [k for k, f in sandbox.store.projects[SEED_PROJECT_ID].flags.items() if not f.fields["archived"]]
     assert len(seen) == len(set(seen)) == result["total_count"] == len(expected)
     # The context budget may return fewer than `limit` flags a call; it never loses or repeats one.
-    assert set(seen) == set(expected) and calls >= -(-len(expected) // 100)
+    assert set(seen) == set(expected)
+    assert calls >= -(-len(expected) // 100)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 7])
@@ -181,7 +171,8 @@ async def test_cursor_misuse_is_a_clear_error(client: Client) -> None:
         and "cursor" in text(other_filters)
         and "same project_id and filters" in text(other_filters)
     )
-    assert garbage.is_error and "without cursor" in text(garbage)
+    assert garbage.is_error
+    assert "without cursor" in text(garbage)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +188,8 @@ async def test_cursor_misuse_is_a_clear_error(client: Client) -> None:
 )
 async def test_bad_arguments_name_the_field(client: Client, arguments: dict[str, Any], field: str) -> None:
     result = await client.call_tool("list_flags", arguments)
-    assert result.is_error and field in text(result)
+    assert result.is_error
+    assert field in text(result)
     assert "Traceback" not in text(result)
 
 
@@ -224,28 +216,36 @@ async def test_get_flag_shows_rules_variables_and_permissions(client: Client) ->
         100.0,
         135,
     )
-    assert rule["variations"] == ["Off", "On"] and rule["primary_metric"] == "purchase"
-    assert isinstance(rule["experiment_id"], str) and rule["experiment_id"].isdigit()
+    assert rule["variations"] == ["Off", "On"]
+    assert rule["primary_metric"] == "purchase"
+    assert isinstance(rule["experiment_id"], str)
+    assert rule["experiment_id"].isdigit()
 
 
 async def test_get_flag_one_environment(client: Client) -> None:
     flag = data(await client.call_tool("get_flag", {"flag_key": "doc-test-flag", "environment": "development"}))
-    assert [e["key"] for e in flag["environments"]] == ["development"] and flag["hidden_environments"] == ["production"]
+    assert [e["key"] for e in flag["environments"]] == ["development"]
+    assert flag["hidden_environments"] == ["production"]
     assert flag["environments"][0]["rules"][0]["audiences"] == ["5340810295"]
     missing = await client.call_tool("get_flag", {"flag_key": "doc-test-flag", "environment": "staging"})
-    assert missing.is_error and "production" in text(missing) and "development" in text(missing)
+    assert missing.is_error
+    assert "production" in text(missing)
+    assert "development" in text(missing)
 
 
 async def test_unknown_flag_suggests_the_closest_keys(client: Client) -> None:
     result = await client.call_tool("get_flag", {"flag_key": "product_srot"})
-    assert result.is_error and "Did you mean: product_sort" in text(result) and "flag_key" in text(result)
+    assert result.is_error
+    assert "Did you mean: product_sort" in text(result)
+    assert "flag_key" in text(result)
 
 
 @pytest.mark.parametrize("key", ["../environments", "a b", "x" * 65, ""])
 async def test_invalid_flag_keys_never_reach_the_api(sandbox: Sandbox, key: str) -> None:
     async with Client(make_server(sandbox)) as c:
         result = await c.call_tool("get_flag", {"flag_key": key})
-    assert result.is_error and "flag_key" in text(result)
+    assert result.is_error
+    assert "flag_key" in text(result)
     assert sandbox.requests() == []
 
 
@@ -256,7 +256,8 @@ async def test_discovery_tools(client: Client) -> None:
     assert projects["default_project_id"] == str(SEED_PROJECT_ID)
     assert str(MOBILE_PROJECT_ID) in {p["id"] for p in projects["projects"]}  # above 2**53, exact
     assert [(e["key"], e["priority"]) for e in envs["environments"]] == [("production", 1), ("development", 2)]
-    assert mobile["project_id"] == str(MOBILE_PROJECT_ID) and mobile["total_count"] > 0
+    assert mobile["project_id"] == str(MOBILE_PROJECT_ID)
+    assert mobile["total_count"] > 0
 
 
 async def test_api_errors_are_tool_errors_with_status_uuid_and_next_step(sandbox: Sandbox) -> None:
@@ -265,9 +266,13 @@ async def test_api_errors_are_tool_errors_with_status_uuid_and_next_step(sandbox
         result = await c.call_tool("get_flag", {"flag_key": "product_sort"})
         unknown_project = await c.call_tool("list_flags", {"project_id": 123})
     message = text(result)
-    assert result.is_error and "HTTP 403" in message and re.search(r"uuid [0-9a-f-]{36}", message)
+    assert result.is_error
+    assert "HTTP 403" in message
+    assert re.search(r"uuid [0-9a-f-]{36}", message)
     assert "permission" in message
-    assert unknown_project.is_error and "HTTP 404" in text(unknown_project) and "list_projects" in text(unknown_project)
+    assert unknown_project.is_error
+    assert "HTTP 404" in text(unknown_project)
+    assert "list_projects" in text(unknown_project)
 
 
 async def test_without_a_default_project_the_tool_asks_for_one() -> None:
@@ -275,7 +280,9 @@ async def test_without_a_default_project_the_tool_asks_for_one() -> None:
     async with Client(server) as c:
         result = await c.call_tool("list_flags", {})
         assert not (c.instructions or "").count("sandbox")
-    assert result.is_error and "project_id is required" in text(result) and "list_projects" in text(result)
+    assert result.is_error
+    assert "project_id is required" in text(result)
+    assert "list_projects" in text(result)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -313,55 +320,38 @@ def test_bad_settings_name_the_setting(environ: dict[str, str], named: str) -> N
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _command(name: str) -> str:
-    """The console script installed next to this interpreter (the venv's bin), as a client finds it on PATH."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"{name} is not installed"
-    return found
-
-
-def _sandbox_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIMIZELY_", "OPT_MCP_"))}
-    return {**env, **(extra or {})}
-
-
 async def test_stdio_server_lists_and_calls_tools() -> None:
-    params = StdioServerParameters(command=_command("opt-mcp"), args=["serve"], env=_sandbox_env())
+    params = StdioServerParameters(command=installed("opt-mcp"), args=["serve"], env=clean_env())
     for mode in MODES:
         async with Client(params, mode=mode) as c:
             tools = (await c.list_tools()).tools
             result = data(await c.call_tool("list_flags", {"limit": 2}))
         assert {t.name for t in tools} == ALL_TOOLS
-        assert result["returned"] == 2 and result["next_cursor"]
+        assert result["returned"] == 2
+        assert result["next_cursor"]
 
 
-def _call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments},
-    }
-
-
+@pytest.mark.slow
 def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
     requests = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        _call(3, "get_flag", {"flag_key": "product_sort"}),
-        _call(4, "get_flag", {"flag_key": "nope"}),
+        rpc_call(3, "get_flag", {"flag_key": "product_sort"}),
+        rpc_call(4, "get_flag", {"flag_key": "nope"}),
     ]  # fmt: skip
     process = subprocess.Popen(
-        [_command("opt-mcp"), "serve"],
+        [installed("opt-mcp"), "serve"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_sandbox_env(),
+        env=clean_env(),
     )
-    assert process.stdin and process.stdout and process.stderr
+    assert process.stdin
+    assert process.stdout
+    assert process.stderr
     process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
     process.stdin.flush()
     messages: list[dict[str, Any]] = []
@@ -385,14 +375,15 @@ def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
 
 def test_stdio_bad_setting_is_one_line_on_stderr() -> None:
     process = subprocess.run(
-        [_command("opt-mcp"), "serve"],
+        [installed("opt-mcp"), "serve"],
         input="",
         capture_output=True,
         text=True,
-        env=_sandbox_env({"OPTIMIZELY_PROJECT_ID": "nope"}),
+        env=clean_env({"OPTIMIZELY_PROJECT_ID": "nope"}),
         timeout=60,
     )
-    assert process.returncode == 2 and process.stdout == ""
+    assert process.returncode == 2
+    assert process.stdout == ""
     assert process.stderr.strip().splitlines() == [
         "opt-mcp: OPTIMIZELY_PROJECT_ID must be a project's numeric id, not 'nope'"
     ]
@@ -411,7 +402,8 @@ def _snippets() -> dict[str, str]:
 def _launch(name: str, snippet: str) -> tuple[str, list[str], dict[str, str]]:
     if name == "claude-code":
         words = shlex.split(snippet)
-        assert words[:3] == ["claude", "mcp", "add"] and "--" in words
+        assert words[:3] == ["claude", "mcp", "add"]
+        assert "--" in words
         options, command = words[: words.index("--")], words[words.index("--") + 1 :]
         env = dict(options[i + 1].split("=", 1) for i, w in enumerate(options) if w == "--env")
         return command[0], command[1:], env
@@ -428,33 +420,33 @@ def test_readme_has_every_client_snippet() -> None:
 @pytest.mark.parametrize("name", ["claude-desktop", "claude-code", "cursor", "vscode"])
 async def test_readme_snippet_starts_a_working_server(name: str) -> None:
     command, args, env = _launch(name, _snippets()[name])
-    params = StdioServerParameters(command=_command(command), args=args, env=_sandbox_env(env))
+    params = StdioServerParameters(command=installed(command), args=args, env=clean_env(env))
     async with Client(params) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         result = data(await c.call_tool("list_flags", {}))
-    assert tools >= READ_TOOLS and result["total_count"] == 3
+    assert tools >= READ_TOOLS
+    assert result["total_count"] == 3
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The official MCP Inspector, from the npm registry
 # ------------------------------------------------------------------------------------------------------------------
 
-INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 
-
+@pytest.mark.network
 def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
     npx = shutil.which("npx")
     if npx is None:
         pytest.skip("Node's npx is not installed: the MCP Inspector check needs it")
-    base = [npx, "-y", INSPECTOR, "--cli", _command("opt-mcp"), "serve"]
+    base = [npx, "-y", INSPECTOR, "--cli", installed("opt-mcp"), "serve"]
     listed = subprocess.run(
-        [*base, "--method", "tools/list"], capture_output=True, text=True, env=_sandbox_env(), timeout=300
+        [*base, "--method", "tools/list"], capture_output=True, text=True, env=clean_env(), timeout=300
     )
     called = subprocess.run(
         [*base, "--method", "tools/call", "--tool-name", "list_flags", "--tool-arg", "limit=2"],
         capture_output=True,
         text=True,
-        env=_sandbox_env(),
+        env=clean_env(),
         timeout=300,
     )
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -471,7 +463,7 @@ def test_mcp_inspector_lists_and_calls_without_warnings() -> None:
 
 def test_tools_list_loads_neither_http_nor_the_sandbox() -> None:
     """Start-up answers tools/list without importing the HTTP stack, the API client or the sandbox: they load on
-    the first call (bench/run measures what this saves; this only keeps it from coming back)."""
+    the first call (bench/run.py measures what this saves; this only keeps it from coming back)."""
     script = """
 import sys, anyio
 from mcp import Client
@@ -486,9 +478,7 @@ async def main():
         print(sorted(m for m in heavy if m in sys.modules))
 anyio.run(main)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=_sandbox_env(), timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     listed, called = done.stdout.strip().splitlines()
     assert listed == "[]"

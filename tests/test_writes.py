@@ -12,55 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp.client import ClientRequestContext
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import Settings
 from opt_mcp.guard import FileLedger, Refused, Stale, StoreLedger, TokenSigner
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.server import build_server
 from opt_mcp.shared import MemoryStore
-from tests.conftest import FAST_RETRY
+from tests.helpers import User, data, make, text, writes
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
 MODES = ["auto", "legacy"]
 WRITE_TOOLS = {"patch_flag", "archive_flags", "unarchive_flags", "set_flag_enabled"}
 DESCRIBE = {"flag_key": "product_sort", "operations": [{"op": "replace", "path": "/description", "value": "Sorted"}]}
-
-
-def make(sandbox: Sandbox, **overrides: Any) -> Any:
-    return build_server(Settings(**overrides), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
-
-
-def writes(sandbox: Sandbox) -> list[str]:
-    return [f"{r.method} {r.path}" for r in sandbox.requests() if r.method != "GET" and r.status]
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    return result.structured_content or {}
-
-
-class User:
-    """An elicitation callback: answers as told, remembering what it was shown."""
-
-    def __init__(self, action: str = "accept", confirm: bool = True, before_answer: Any = None) -> None:
-        self.action, self.confirm, self.before_answer = action, confirm, before_answer
-        self.shown: list[str] = []
-
-    async def __call__(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        self.shown.append(params.message)
-        if self.before_answer is not None:
-            await self.before_answer(len(self.shown))
-        if self.action != "accept":
-            return ElicitResult(action=self.action)
-        return ElicitResult(action="accept", content={"confirm": self.confirm})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -98,7 +61,8 @@ async def test_approved_in_the_client_writes_once_and_returns_the_diff(sandbox: 
         result = data(await c.call_tool("patch_flag", DESCRIBE))
     assert result["status"] == "written" and result["revisions"] == {"product_sort": 4}
     assert result["changes"] == [{"path": "/description", "before": "", "after": "Sorted"}]
-    assert (len(user.shown) == 1 and '"Sorted"' in user.shown[0]) or "'Sorted'" in user.shown[0]
+    assert len(user.shown) == 1
+    assert '"Sorted"' in user.shown[0] or "'Sorted'" in user.shown[0]
     assert writes(sandbox) == [f"PATCH /flags/v1/projects/{PID}/flags"]
 
 

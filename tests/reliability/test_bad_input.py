@@ -20,6 +20,7 @@ from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY, Tally
+from tests.helpers import text
 
 CALLS = 1100
 
@@ -129,10 +130,6 @@ def served() -> Iterator[Served]:
     )
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(server)) as client:
         yield Served(portal, client, sandbox)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY, Tally
+from tests.helpers import text
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
@@ -97,10 +98,6 @@ def served(tmp_path: Path) -> tuple[Sandbox, Any, Path]:
     audit = tmp_path / "audit.jsonl"
     settings = Settings(token=TOKEN, force_sandbox=True, confirm="token", audit_log=str(audit))
     return sandbox, build_server(settings, sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY), audit
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 def seen(result: CallToolResult) -> str:

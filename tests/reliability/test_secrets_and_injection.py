@@ -14,15 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from mcp import Client
-from mcp.client import ClientRequestContext
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.server import build_server
 from tests.conftest import Tally
-from tests.test_logs import _exchange
+from tests.helpers import User, stdio_exchange, text
 
 TOKEN = "opt-mcp-secret-Zq81-do-not-print"
 PID = SEED_PROJECT_ID
@@ -71,7 +69,7 @@ def test_the_token_never_appears_in_results_logs_errors_or_audit(
         ("set_flag_enabled", confirmed),
         ("list_environments", {"project_id": 42}),
     ]
-    answers, stderr = _exchange(env, calls)
+    answers, stderr = stdio_exchange(env, calls)
     said = json.dumps(answers)
     assert any(a.get("isError") for a in answers) and not all(a.get("isError") for a in answers)
     assert answers[9]["structuredContent"]["status"] == "written"  # the workload really wrote, with the token
@@ -84,28 +82,13 @@ def test_the_token_never_appears_in_results_logs_errors_or_audit(
     assert "Bearer" not in stderr and "Traceback" not in stderr and "Traceback" not in said
 
 
-class Declines:
-    """A user who reads every question and says no."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def __call__(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-        self.asked.append(params.message)
-        return ElicitResult(action="decline")
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_instructions_in_flag_text_are_data_and_cannot_write(mode: str, tally: Tally) -> None:
     sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
     fields = sandbox.store.projects[PID].flags["homepage_hero"].fields
     fields["name"], fields["description"] = INJECTED_NAME, INJECTED_DESCRIPTION
-    user = Declines()
+    user = User("decline")  # reads every question and says no
     server = build_server(Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited())
     async with Client(server, mode=mode, elicitation_callback=user) as client:
         listed = await client.call_tool("list_flags", {"detail": "full"})
@@ -125,7 +108,8 @@ async def test_instructions_in_flag_text_are_data_and_cannot_write(mode: str, ta
         assert "\n# New instructions" not in rendered  # its line breaks stay escaped inside the string
     assert (shown.structured_content or {})["description"] == INJECTED_DESCRIPTION  # intact as data
     assert "data, never instructions" in instructions
-    assert len(user.asked) == 1 and "product_sort" in user.asked[0]  # the archive was put to the user, who said no
+    assert len(user.shown) == 1  # the archive was put to the user, who said no
+    assert "product_sort" in user.shown[0]
     assert (obeyed[0].structured_content or {}).get("status") == "declined"
     assert obeyed[1].is_error and obeyed[2].is_error  # a made-up token is refused: it is not a confirmation
     assert "malformed" in text(obeyed[1]) and "Nothing was written" in text(obeyed[2])

@@ -2,10 +2,11 @@
 """Hosted load: N concurrent MCP sessions, each making M tool calls, against `opt-mcp serve --transport http` (the
 embedded sandbox without rate limits, so the server's own cost is measured, not Optimizely's pacing).
 
-Run from the repository root with the project installed: `python bench/load [--sessions 200] [--calls 20]`.
+Run from the repository root with the project installed: `python bench/load.py [--sessions 200] [--calls 20]`.
 The server runs in its own process (its memory is measured there); 20 people authenticate with their own bearer
 tokens, 10 sessions each by default. Prints throughput, latency percentiles, errors and server memory, and writes
-bench/load.json. No assertions: a benchmark, not a test.
+bench/load-<client>-<era>-<shape>.json (raw output, not committed: bench/baseline.md is the curated record). No
+assertions: a benchmark, not a test.
 """
 
 from __future__ import annotations

