@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from opt_mcp import __version__, prompts
 from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.calls import note_api_call
 from opt_mcp.config import ConfigError, Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, Ledger, StoreLedger, TokenSigner
 from opt_mcp.logs import ToolCallLog
@@ -192,10 +193,14 @@ def build_server(
         if sandboxed and sandbox_url is None:
             if sandbox is None:
                 sandbox = Sandbox(settings.sandbox)
-            return sandbox.client(credential, rate_limits=rate_limits, retry=retry, shared=store)
+            return sandbox.client(
+                credential, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
+            )
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
-        return OptimizelyClient(credential, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store)
+        return OptimizelyClient(
+            credential, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
+        )
 
     everyone: People | None = None
     if people is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -341,6 +342,24 @@ async def test_pacing_counts_a_request_from_its_answer(sleeps: SleepRecorder) ->
     pacer.settle(-5.0)  # nor does a stamp already out of every window
 
 
+async def test_an_unreachable_shared_budget_leaves_the_pacing_to_this_process(sleeps: SleepRecorder) -> None:
+    """The pacer knows the shared budget only by its protocol: any ConnectionError (the shared store's StoreDown is
+    one) means "pace this process alone", for the reservation and for the restamp after the answer."""
+
+    class Unreachable:
+        async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
+            raise ConnectionError("down")
+
+        async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+            raise AssertionError("nothing was reserved, so nothing is restamped")
+
+    pacer = Pacer("flags", (Window(1, 1.0),), clock=sleeps.clock, sleep=sleeps, shared=Unreachable())
+    first = await pacer.acquire()
+    await pacer.settle_shared(first)
+    await pacer.acquire()
+    assert sleeps.calls == [pytest.approx(1.0)]  # still paced, by this process's own window
+
+
 async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
     sandbox = Sandbox(
         SandboxConfig(rate_limits=RateLimits(flags=(Window(2, 0.4),), v2=(), results=()), reset_style="seconds")
@@ -355,6 +374,16 @@ async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Retries and faults
 # ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_the_request_hook_hears_each_attempt(sandbox: Sandbox, sleeps: SleepRecorder) -> None:
+    heard: list[int] = []
+    sandbox.inject("status", path="/flags/doc-test-flag$", status=503, times=1)
+    async with sandbox.client(
+        rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, on_request=lambda: heard.append(1)
+    ) as client:
+        await client.get_flag(PID, "doc-test-flag")
+    assert len(heard) == len(sandbox.requests("GET")) == 2  # the 503, then the retry
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
