@@ -165,9 +165,6 @@ def build_server(
     if settings.ledger_file and not settings.redis_url:
         ledger = FileLedger(settings.ledger_file)
     audit = Audit(settings.audit_log, store)
-    # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
-    if rate_limits is None and sandboxed:
-        rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
     # The operator's token: the configured one, else the refresh token's (fetched on first use), else the sandbox's.
     operator = settings.token or (OPERATOR_CREDENTIALS if settings.oauth else SANDBOX_TOKEN if sandboxed else None)
@@ -183,19 +180,26 @@ def build_server(
     def client_for(token: str) -> OptimizelyClient:
         # Imported and built on the first call, not at start-up: tools/list needs neither HTTP nor the sandbox.
         from opt_mcp.api.client import OptimizelyClient, TokenAuth
-        from opt_mcp.sandbox import Sandbox
 
-        nonlocal sandbox, operator_auth
+        nonlocal sandbox, operator_auth, rate_limits
         credential: str | TokenAuth = token
         if operator_oauth is not None and token == operator:
             operator_auth = operator_auth or TokenAuth(settings.token, oauth=operator_oauth)
             credential = operator_auth
-        if sandboxed and sandbox_url is None:
-            if sandbox is None:
-                sandbox = Sandbox(settings.sandbox)
-            return sandbox.client(
-                credential, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
-            )
+        if sandboxed:
+            from opt_mcp.sandboxed import pacing_for, sandbox_client
+
+            # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
+            if rate_limits is None:
+                rate_limits = pacing_for((sandbox.config if sandbox is not None else settings.sandbox).rate_limits)
+            if sandbox_url is None:
+                if sandbox is None:
+                    from opt_mcp.sandbox import Sandbox
+
+                    sandbox = Sandbox(settings.sandbox)
+                return sandbox_client(
+                    sandbox, credential, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
+                )
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
         return OptimizelyClient(

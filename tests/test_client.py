@@ -18,6 +18,8 @@ from opt_mcp.api.query import FlagFilters
 from opt_mcp.api.ratelimit import Pacer, RateLimits, Window
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+from opt_mcp.sandbox.limits import Limit, SandboxLimits
+from opt_mcp.sandboxed import pacing_for, sandbox_client
 from tests.conftest import FAST_RETRY, SleepRecorder
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +29,7 @@ PID = SEED_PROJECT_ID
 @pytest.fixture(scope="module")
 def big_sandbox() -> Sandbox:
     """5,000 generated flags (plus the 3 seed flags) across 3 environments. Read-only tests share it."""
-    return Sandbox(SandboxConfig(flags=5000, environments=3, seed=7, rate_limits=RateLimits.unlimited()))
+    return Sandbox(SandboxConfig(flags=5000, environments=3, seed=7, rate_limits=SandboxLimits.unlimited()))
 
 
 def _unarchived(sandbox: Sandbox) -> set[str]:
@@ -37,7 +39,7 @@ def _unarchived(sandbox: Sandbox) -> set[str]:
 
 def _client(sandbox: Sandbox, sleeps: SleepRecorder | None = None) -> OptimizelyClient:
     fake = sleeps or SleepRecorder()
-    return sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=fake, clock=fake.clock)
+    return sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=fake, clock=fake.clock)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ async def test_full_pagination_of_5000_flags_visits_each_once(big_sandbox: Sandb
 async def test_pages_partition_the_filtered_flags(
     per_page: int, archived: bool | None, rule_type: tuple[str, ...], sort: tuple[str, ...]
 ) -> None:
-    sandbox = Sandbox(SandboxConfig(flags=250, seed=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=250, seed=3, rate_limits=SandboxLimits.unlimited()))
     filters = FlagFilters(archived=archived, rule_type=rule_type, sort=sort)
     async with _client(sandbox) as client:
         first = await client.list_flags_page(PID, filters, per_page=per_page)
@@ -316,9 +318,9 @@ async def test_429s_on_a_write_are_waited_out_and_the_write_happens_once(
 
 
 async def test_client_pacing_keeps_within_the_sandbox_limit() -> None:
-    limits = RateLimits(flags=(Window(4, 0.5),), v2=(), results=())
+    limits = SandboxLimits(flags=(Limit(4, 0.5),), v2=(), results=())
     sandbox = Sandbox(SandboxConfig(rate_limits=limits))
-    async with sandbox.client(rate_limits=limits, retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=pacing_for(limits), retry=FAST_RETRY) as client:
         started = time.monotonic()
         for _ in range(10):
             await client.get_flag(PID, "homepage_hero")
@@ -362,9 +364,9 @@ async def test_an_unreachable_shared_budget_leaves_the_pacing_to_this_process(sl
 
 async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
     sandbox = Sandbox(
-        SandboxConfig(rate_limits=RateLimits(flags=(Window(2, 0.4),), v2=(), results=()), reset_style="seconds")
+        SandboxConfig(rate_limits=SandboxLimits(flags=(Limit(2, 0.4),), v2=(), results=()), reset_style="seconds")
     )
-    async with sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         for _ in range(5):
             await client.get_flag(PID, "homepage_hero")
     statuses = [r.status for r in sandbox.requests()]
@@ -379,8 +381,8 @@ async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
 async def test_the_request_hook_hears_each_attempt(sandbox: Sandbox, sleeps: SleepRecorder) -> None:
     heard: list[int] = []
     sandbox.inject("status", path="/flags/doc-test-flag$", status=503, times=1)
-    async with sandbox.client(
-        rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, on_request=lambda: heard.append(1)
+    async with sandbox_client(
+        sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, on_request=lambda: heard.append(1)
     ) as client:
         await client.get_flag(PID, "doc-test-flag")
     assert len(heard) == len(sandbox.requests("GET")) == 2  # the 503, then the retry
@@ -486,8 +488,8 @@ async def test_404_with_an_empty_body(client: OptimizelyClient) -> None:
 
 
 async def test_wrong_token_is_401_and_says_what_to_do() -> None:
-    sandbox = Sandbox(SandboxConfig(token="the-right-token", rate_limits=RateLimits.unlimited()))
-    async with sandbox.client("a-wrong-token", rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    sandbox = Sandbox(SandboxConfig(token="the-right-token", rate_limits=SandboxLimits.unlimited()))
+    async with sandbox_client(sandbox, "a-wrong-token", rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         with pytest.raises(OptimizelyError) as flags_error:
             await client.list_flags_page(PID)
         with pytest.raises(OptimizelyError) as v2_error:
@@ -520,12 +522,12 @@ SECRET = "2:tok-DistinctiveSecret-9f8e7d6c5b4a39281706"
 
 
 async def test_token_never_appears_in_repr_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     echo = json.dumps({"title": "Bad", "detail": f"token {SECRET} is not allowed", "status": 400}).encode()
     sandbox.inject("status", path="/flags$", status=400, body=echo)
     caplog.set_level(logging.DEBUG)
     retry = RetryPolicy(attempts=2, backoff_base=0.001, backoff_max=0.001)
-    async with sandbox.client(SECRET, rate_limits=RateLimits.unlimited(), retry=retry) as client:
+    async with sandbox_client(sandbox, SECRET, rate_limits=RateLimits.unlimited(), retry=retry) as client:
         texts = [repr(client), repr(client._http.auth)]
         for call in (lambda: client.list_flags_page(PID), lambda: client.get_flag(PID, "nope")):
             with pytest.raises(OptimizelyError) as exc:

@@ -15,6 +15,7 @@ from opt_mcp.api.models import RulesetRule
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Fault, Readings, Sandbox, SandboxConfig
+from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY
 
@@ -26,7 +27,7 @@ T = TypeVar("T")
 
 def sandbox_with(flags: int = 0, **readings: Any) -> Sandbox:
     return Sandbox(
-        SandboxConfig(flags=flags, seed=5, rate_limits=RateLimits.unlimited(), readings=Readings(**readings))
+        SandboxConfig(flags=flags, seed=5, rate_limits=SandboxLimits.unlimited(), readings=Readings(**readings))
     )
 
 

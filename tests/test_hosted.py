@@ -30,6 +30,7 @@ from opt_mcp.config import ConfigError, Settings
 from opt_mcp.hosting import HostedSettings, InFlight, build_app
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+from opt_mcp.sandbox.limits import SandboxLimits
 from tests.conftest import FAST_RETRY
 from tests.test_server import INSPECTOR, _command, _sandbox_env
 
@@ -57,7 +58,7 @@ def data(result: CallToolResult) -> dict[str, Any]:
 
 @pytest.fixture
 def sandbox() -> Sandbox:
-    return Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited(), grants=GRANTS))
+    return Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited(), grants=GRANTS))
 
 
 @pytest.fixture

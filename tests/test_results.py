@@ -15,6 +15,8 @@ from opt_mcp.api.models import ExperimentMetricResults
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
 from opt_mcp.tools.results import variation_figures
 from opt_mcp.verdict import read_metric
@@ -156,7 +158,7 @@ async def test_rule_resolution_errors_name_the_choices(
 
 
 async def test_a_delivery_rule_has_no_results(sandbox: Sandbox) -> None:
-    async with sandbox.client(rate_limits=RateLimits.unlimited()) as api:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as api:
         rule = {"key": "everyone", "name": "Everyone", "type": "targeted_delivery", "percentage_included": 10000}
         ops: list[dict[str, Any]] = [
             {"op": "add", "path": "/rules/everyone", "value": rule},
@@ -209,7 +211,7 @@ async def test_stale_results_are_flagged(sandbox: Sandbox) -> None:
 
     from opt_mcp.sandbox.results import experiment_results
 
-    big = Sandbox(SandboxConfig(flags=200, seed=4, rate_limits=RateLimits.unlimited()))
+    big = Sandbox(SandboxConfig(flags=200, seed=4, rate_limits=SandboxLimits.unlimited()))
     stale = [
         experiment
         for experiment, (_, _, _, rule) in big.store.experiment_index().items()

@@ -25,6 +25,7 @@ from opt_mcp.config import ConfigError, Settings
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
@@ -38,7 +39,7 @@ ALL_TOOLS = READ_TOOLS | {"patch_flag", "archive_flags", "unarchive_flags", "set
 
 
 def make_server(sandbox: Sandbox | None = None, settings: Settings | None = None) -> MCPServer[Runtime]:
-    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     return build_server(settings or Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
 
 
@@ -128,7 +129,7 @@ async def test_list_flags_summarises_each_flag(client: Client) -> None:
 
 
 async def test_cursor_walks_5000_flags_exactly_once() -> None:
-    sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=SandboxLimits.unlimited()))
     seen: list[str] = []
     async with Client(make_server(sandbox)) as c:
         cursor: str | None = None

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opt_mcp.api.oauth import ACCESS_TOKEN_LIFETIME
-from opt_mcp.api.ratelimit import RateLimits
+from opt_mcp.sandbox.limits import SandboxLimits
 
 # The seed documents' project (shared/seeds/004_…): the default project of the sandbox.
 SEED_PROJECT_ID = 5629661695180800
@@ -18,6 +17,9 @@ SANDBOX_ORIGIN = "http://sandbox.opt-mcp.invalid"
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105
 # Where the sandbox's OAuth token endpoint answers (Optimizely's is https://app.optimizely.com/oauth2/token).
 SANDBOX_TOKEN_URL = f"{SANDBOX_ORIGIN}/oauth2/token"
+# An access token's lifetime in seconds: ``expires_in: 7200`` in the answers of Optimizely's authorization-code and
+# refresh-token docs. Stated here as the sandbox's own (the client states it too; a test holds the two equal).
+ACCESS_TOKEN_LIFETIME = 7200
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class SandboxConfig:
     token: str | None = None
     # Personal tokens and the projects each may see (a token not listed sees every project).
     grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
-    rate_limits: RateLimits = field(default_factory=RateLimits)
+    rate_limits: SandboxLimits = field(default_factory=SandboxLimits)
     reset_style: Literal["epoch", "seconds"] = "epoch"
     readings: Readings = field(default_factory=Readings)
     # The OAuth app whose access tokens expire (None: any refresh is granted, and only issued tokens expire).
@@ -99,6 +101,6 @@ class SandboxConfig:
         if unlimited not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
             raise ValueError(f"OPT_MCP_SANDBOX_UNLIMITED must be true or false, not {unlimited!r}")
         if unlimited in ("1", "true", "yes", "on"):
-            values["rate_limits"] = RateLimits.unlimited()
+            values["rate_limits"] = SandboxLimits.unlimited()
         values.update(overrides)
         return cls(**values)

@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import Tally
 from tests.test_logs import _exchange
@@ -102,7 +103,7 @@ def text(result: CallToolResult) -> str:
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_instructions_in_flag_text_are_data_and_cannot_write(mode: str, tally: Tally) -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     fields = sandbox.store.projects[PID].flags["homepage_hero"].fields
     fields["name"], fields["description"] = INJECTED_NAME, INJECTED_DESCRIPTION
     user = Declines()
