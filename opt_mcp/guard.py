@@ -31,13 +31,12 @@ from mcp.server.mcpserver import Context, Elicit
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from opt_mcp.settings import TOKEN_TTL_SECONDS, ConfirmMode
 from opt_mcp.shared import Store, StoreDown
 
 if TYPE_CHECKING:
     import sqlite3
 
-ConfirmMode = Literal["elicit", "token", "production-only"]
-TOKEN_TTL_SECONDS = 600.0
 log = logging.getLogger("opt_mcp.guard")
 audit_log = logging.getLogger("opt_mcp.audit")
 
@@ -178,10 +177,6 @@ class TokenSigner:
         """Raise StoreDown unless the record of used tokens answers (a write approved another way still needs it:
         with the record unreachable, nothing is written at all)."""
         await self._ledger.use(f"probe.{secrets.token_urlsafe(9)}", time.time() + 1)
-
-
-def new_secret() -> bytes:
-    return secrets.token_bytes(32)
 
 
 def person_secret(secret: bytes, person: str) -> bytes:

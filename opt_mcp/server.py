@@ -18,13 +18,14 @@ from pydantic import BaseModel, TypeAdapter
 from opt_mcp import __version__, prompts
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.calls import note_api_call
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, Ledger, StoreLedger, TokenSigner
 from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, SANDBOX_TOKEN_URL
+from opt_mcp.settings import ConfigError
 from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
 from opt_mcp.views import (

@@ -14,12 +14,13 @@ from mcp.types import CallToolResult
 
 from opt_mcp import budget
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.budget import HARD_CEILING, at_most, estimate_tokens, largest_fitting
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.budget import at_most, estimate_tokens, largest_fitting
+from opt_mcp.config import Settings
 from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
 from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.sandbox.store import flag_json
 from opt_mcp.server import build_server
+from opt_mcp.settings import HARD_CEILING, ConfigError
 from tests.conftest import FAST_RETRY
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ from opt_mcp.api.client import OptimizelyClient, TokenAuth
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.oauth import DEFAULT_TOKEN_URL, OAuthCredentials
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.config import Settings
 from opt_mcp.doctor import diagnose
 from opt_mcp.logs import JsonLines
 from opt_mcp.sandbox import (
@@ -36,6 +36,7 @@ from opt_mcp.sandbox import (
 from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
+from opt_mcp.settings import ConfigError
 from tests.conftest import FAST_RETRY, SleepRecorder
 from tests.test_logs import _exchange
 

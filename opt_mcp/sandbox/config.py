@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.settings import SANDBOX_FLAGS, SANDBOX_SEED, SANDBOX_UNLIMITED
 
 # The seed documents' project (shared/seeds/004_…): the default project of the sandbox.
 SEED_PROJECT_ID = 5629661695180800
@@ -70,8 +71,8 @@ class SandboxOAuth:
 class SandboxConfig:
     """The sandbox's knobs. ``flags`` generated flags are added to the seed project, deterministic from ``seed``."""
 
-    flags: int = 0
-    seed: int = 0
+    flags: int = SANDBOX_FLAGS.default
+    seed: int = SANDBOX_SEED.default
     environments: int = 2
     max_rules: int = 4
     token: str | None = None
@@ -86,21 +87,9 @@ class SandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SandboxConfig:
         """Read ``OPT_MCP_SANDBOX_FLAGS``, ``OPT_MCP_SANDBOX_SEED`` and ``OPT_MCP_SANDBOX_UNLIMITED`` (no rate
-        limits, for load tests); a malformed value raises ValueError."""
-        values: dict[str, Any] = {}
-        for name, attr, low, high in (
-            ("OPT_MCP_SANDBOX_FLAGS", "flags", 0, 100_000),
-            ("OPT_MCP_SANDBOX_SEED", "seed", 0, 2**63),
-        ):
-            raw = environ.get(name, "").strip()
-            if raw:
-                if not raw.isdigit() or not low <= int(raw) <= high:
-                    raise ValueError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
-                values[attr] = int(raw)
-        unlimited = environ.get("OPT_MCP_SANDBOX_UNLIMITED", "").strip().lower()
-        if unlimited not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
-            raise ValueError(f"OPT_MCP_SANDBOX_UNLIMITED must be true or false, not {unlimited!r}")
-        if unlimited in ("1", "true", "yes", "on"):
+        limits, for load tests); ``overrides`` (command-line flags) win. A malformed value raises ConfigError."""
+        values: dict[str, Any] = {"flags": SANDBOX_FLAGS.read(environ), "seed": SANDBOX_SEED.read(environ)}
+        if SANDBOX_UNLIMITED.read(environ):
             values["rate_limits"] = SandboxLimits.unlimited()
         values.update(overrides)
         return cls(**values)
