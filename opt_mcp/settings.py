@@ -13,8 +13,7 @@ it is a secret) the value it was given.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Final, Generic, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -49,8 +48,12 @@ class ConfigError(ValueError):
 
 class Kind(Generic[V_co]):
     """How a setting's text is read. ``parse`` gets the text stripped (unless ``verbatim``) and never blank; a
-    malformed value raises ValueError with what the setting takes ("must be ..."), which the setting names."""
+    malformed value raises ValueError with what the setting takes ("must be ..."), which the setting names.
 
+    Kinds and settings are plain classes, not dataclasses: this module loads at every start-up, and a dataclass
+    costs about half a millisecond to define."""
+
+    __slots__ = ()
     # The value's format in the MCP registry's manifest (server.json): string, number, boolean or filepath.
     format = "string"
     verbatim = False
@@ -63,8 +66,9 @@ class Kind(Generic[V_co]):
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
 class Text(Kind[str]):
+    __slots__ = ()
+
     def parse(self, text: str) -> str:
         return text
 
@@ -72,11 +76,13 @@ class Text(Kind[str]):
         return "text"
 
 
-@dataclass(frozen=True)
 class Token(Kind[str]):
     """A bearer credential: what fits in an ``Authorization`` header, so no spaces (``hint`` says what to paste)."""
 
-    hint: str
+    __slots__ = ("hint",)
+
+    def __init__(self, hint: str) -> None:
+        self.hint: Final = hint
 
     def parse(self, text: str) -> str:
         if any(c.isspace() for c in text):
@@ -87,12 +93,14 @@ class Token(Kind[str]):
         return "a token, without spaces"
 
 
-@dataclass(frozen=True)
 class Key(Kind[bytes]):
     """A signing key, used as given (not stripped: the same bytes on every replica)."""
 
-    min_length: int
+    __slots__ = ("min_length",)
     verbatim = True
+
+    def __init__(self, min_length: int) -> None:
+        self.min_length: Final = min_length
 
     def parse(self, text: str) -> bytes:
         if len(text.encode()) < self.min_length:
@@ -103,8 +111,8 @@ class Key(Kind[bytes]):
         return f"at least {self.min_length} characters"
 
 
-@dataclass(frozen=True)
 class FilePath(Kind[str]):
+    __slots__ = ()
     format = "filepath"
 
     def parse(self, text: str) -> str:
@@ -114,14 +122,17 @@ class FilePath(Kind[str]):
         return "a file path"
 
 
-@dataclass(frozen=True)
 class Url(Kind[str]):
-    """A URL with one of ``schemes``, naming a host unless ``host`` is False (a unix:// socket has none)."""
+    """A URL with one of ``schemes``, naming a host unless ``host`` is False (a unix:// socket has none); ``says``
+    is how a message names it ("an http(s) URL")."""
 
-    schemes: tuple[str, ...]
-    says: str  # how the message names it: "an http(s) URL"
-    example: str = ""
-    host: bool = True
+    __slots__ = ("example", "host", "says", "schemes")
+
+    def __init__(self, schemes: tuple[str, ...], says: str, example: str = "", *, host: bool = True) -> None:
+        self.schemes: Final = schemes
+        self.says: Final = says
+        self.example: Final = example
+        self.host: Final = host
 
     def parse(self, text: str) -> str:
         parts = urlsplit(text)
@@ -133,14 +144,16 @@ class Url(Kind[str]):
         return f"{self.says} like {self.example}" if self.example else self.says
 
 
-@dataclass(frozen=True)
 class Whole(Kind[int]):
     """A whole number from ``low`` to ``high`` (no upper bound when None); ``what`` is how the message names it."""
 
-    low: int
-    high: int | None = None
-    what: str = "a whole number"
+    __slots__ = ("high", "low", "what")
     format = "number"
+
+    def __init__(self, low: int, high: int | None = None, what: str = "a whole number") -> None:
+        self.low: Final = low
+        self.high: Final = high
+        self.what: Final = what
 
     def parse(self, text: str) -> int:
         number = int(text) if text.isascii() and text.isdigit() else -1
@@ -152,8 +165,8 @@ class Whole(Kind[int]):
         return self.what if self.high is None else f"{self.what} from {self.low} to {self.high}"
 
 
-@dataclass(frozen=True)
 class Flag(Kind[bool]):
+    __slots__ = ()
     format = "boolean"
 
     def parse(self, text: str) -> bool:
@@ -168,11 +181,13 @@ class Flag(Kind[bool]):
         return "true or false (1/0, yes/no)"
 
 
-@dataclass(frozen=True)
 class Choice(Kind[C]):
     """One of ``choices``, in any case."""
 
-    choices: tuple[C, ...]
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[C, ...]) -> None:
+        self.choices: Final = choices
 
     def parse(self, text: str) -> C:
         for choice in self.choices:
@@ -184,11 +199,13 @@ class Choice(Kind[C]):
         return f"{', '.join(self.choices[:-1])} or {self.choices[-1]}"
 
 
-@dataclass(frozen=True)
 class Names(Kind[tuple[str, ...]]):
     """A list, split at ``separator`` (None: at any whitespace); blank items are dropped."""
 
-    separator: str | None = ","
+    __slots__ = ("separator",)
+
+    def __init__(self, separator: str | None = ",") -> None:
+        self.separator: Final = separator
 
     def parse(self, text: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in text.split(self.separator) if item.strip())
@@ -202,16 +219,22 @@ class Names(Kind[tuple[str, ...]]):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Setting(Generic[T]):
-    """One environment variable: its kind of value, its default, who reads it and what it does."""
+    """One environment variable: its kind of value, its default, who reads it and what it does. A ``secret`` is
+    never shown: not in an error, the reference's defaults or server.json."""
 
-    name: str
-    kind: Kind[T]
-    default: T
-    group: Group
-    doc: str
-    secret: bool = False  # never shown: not in an error, a repr, the docs' defaults or server.json
+    __slots__ = ("default", "doc", "group", "kind", "name", "secret")
+
+    def __init__(self, name: str, kind: Kind[T], default: T, group: Group, doc: str, *, secret: bool = False) -> None:
+        self.name: Final = name
+        self.kind: Final = kind
+        self.default: Final = default
+        self.group: Final = group
+        self.doc: Final = doc
+        self.secret: Final = secret
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     def given(self, environ: Mapping[str, str]) -> bool:
         """Set to something other than blanks."""
