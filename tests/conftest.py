@@ -23,8 +23,7 @@ import pytest
 
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 
 DATA = Path(__file__).parent / "data"

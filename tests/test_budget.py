@@ -16,8 +16,7 @@ from opt_mcp import budget
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.budget import at_most, estimate_tokens, largest_fitting
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.store import flag_json
 from opt_mcp.server import build_server
 from opt_mcp.settings import HARD_CEILING, ConfigError

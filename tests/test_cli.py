@@ -11,8 +11,7 @@ import pytest
 
 from opt_mcp.config import Settings
 from opt_mcp.doctor import diagnose
-from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from tests.conftest import FAST_RETRY
 

@@ -16,9 +16,8 @@ from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.api.query import FlagFilters
 from opt_mcp.api.ratelimit import Pacer, RateLimits, Window
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Limit, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
-from opt_mcp.sandbox.limits import Limit, SandboxLimits
 from opt_mcp.sandboxed import pacing_for, sandbox_client
 from tests.conftest import FAST_RETRY, SleepRecorder
 

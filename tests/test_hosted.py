@@ -28,9 +28,8 @@ from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.auth import AuthConfigError, IntrospectedTokens, StaticTokens, read_name_lines
 from opt_mcp.config import Settings
 from opt_mcp.hosting import HostedSettings, InFlight, build_app
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
-from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.settings import ConfigError
 from tests.conftest import FAST_RETRY
 from tests.test_server import INSPECTOR, _command, _sandbox_env

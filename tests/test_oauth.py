@@ -31,9 +31,9 @@ from opt_mcp.sandbox import (
     RequestRecord,
     Sandbox,
     SandboxConfig,
+    SandboxLimits,
     SandboxOAuth,
 )
-from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
 from opt_mcp.settings import ConfigError

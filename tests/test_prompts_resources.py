@@ -13,8 +13,7 @@ from mcp.types import TextContent
 
 from opt_mcp.api.models import Flag, RuleDetails
 from opt_mcp.prompts import CANDIDATES_SHOWN, stale_reason
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from tests.conftest import load
 from tests.test_server import MODES, _command, _sandbox_env, make_server
 

@@ -16,8 +16,7 @@ import pytest
 
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentResults
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import Limit, SandboxLimits
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Limit, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from tests.conftest import FAST_RETRY, load
 

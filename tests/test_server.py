@@ -23,9 +23,8 @@ from opt_mcp import server as served
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.runtime import Runtime
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
-from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from opt_mcp.settings import ConfigError
 from opt_mcp.views import inlined

@@ -18,8 +18,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.guard import FileLedger, Refused, Stale, StoreLedger, TokenSigner
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
 from opt_mcp.shared import MemoryStore

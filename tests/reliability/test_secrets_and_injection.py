@@ -19,8 +19,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
-from opt_mcp.sandbox.limits import SandboxLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import Tally
 from tests.test_logs import _exchange
