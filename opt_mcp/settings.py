@@ -28,6 +28,7 @@ MODES: dict[Group, tuple[str, ...]] = {
     "logging": ("stdio", "hosted"),
     "hosted": ("hosted",),
 }
+# How writes are confirmed (OPT_MCP_CONFIRM): declared with the setting, acted on by opt_mcp.guard.
 ConfirmMode = Literal["elicit", "token", "production-only"]
 # What OPT_MCP_MAX_TOKENS may be: the hard ceiling is Claude Code's default limit for MCP output, so no result is
 # ever cut by the client whatever the setting.
