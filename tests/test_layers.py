@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from opt_mcp.api import models, oauth
+from opt_mcp.api import client, models, oauth
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.sandbox import config as sandbox_config
 from opt_mcp.sandbox import results as sandbox_results
 from opt_mcp.sandbox.limits import SandboxLimits
 from opt_mcp.sandboxed import pacing_for
+from opt_mcp.settings import BASE_URL, TOKEN_URL
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "opt_mcp"
@@ -210,6 +211,13 @@ def test_what_each_layer_loads_stays_in_its_layer() -> None:
 def test_the_client_paces_to_the_limits_the_sandbox_enforces() -> None:
     assert pacing_for(SandboxLimits()) == RateLimits()
     assert pacing_for(SandboxLimits.unlimited()) == RateLimits.unlimited()
+
+
+def test_the_settings_defaults_are_the_clients_defaults() -> None:
+    """The registry, a leaf, states Optimizely's origins as the settings' defaults; the client states them as its
+    own (it is used without settings too)."""
+    assert BASE_URL.default == client.DEFAULT_BASE_URL
+    assert TOKEN_URL.default == oauth.DEFAULT_TOKEN_URL
 
 
 def test_the_sandbox_and_the_client_agree_on_the_specs_constants() -> None:
