@@ -32,10 +32,12 @@ from mcp.types import CallToolResult, Tool
 
 from opt_mcp.api.query import FlagFilters
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.budget import HARD_CEILING, estimate_tokens
+from opt_mcp.budget import estimate_tokens
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
+from opt_mcp.settings import HARD_CEILING
 
 RESULTS = Path(__file__).parent / "results.json"
 BENCH = Path(__file__).parent
@@ -169,10 +171,10 @@ async def overhead(runs: int) -> dict[str, Any]:
     logging.getLogger().addHandler(logging.NullHandler())  # nothing printed (a handler makes basicConfig a no-op)
     logging.getLogger("opt_mcp.calls").addHandler(server_times)
     logging.getLogger("opt_mcp").setLevel(logging.INFO)
-    sandbox = Sandbox(SandboxConfig(flags=200, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=200, rate_limits=SandboxLimits.unlimited()))
     server = build_server(Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited())
     rows: dict[str, Any] = {}
-    async with sandbox.client(rate_limits=RateLimits.unlimited()) as api:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as api:
         direct = {
             "get_flag": lambda: api.get_flag(SEED_PROJECT_ID, "product_sort"),
             "list_flags": lambda: api.list_flags_page(SEED_PROJECT_ID, FlagFilters(archived=False), per_page=25),
@@ -282,9 +284,9 @@ def sent(result: Any) -> str:
 
 
 async def sizes(flags: int, samples: list[str]) -> dict[str, Any]:
-    sandbox = Sandbox(SandboxConfig(flags=max(0, flags - 3), environments=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=max(0, flags - 3), environments=3, rate_limits=SandboxLimits.unlimited()))
     raw_bytes = raw_tokens = 0
-    async with sandbox.client(rate_limits=RateLimits.unlimited()) as api:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as api:
         page = await api.list_flags_page(SEED_PROJECT_ID, per_page=100)
         while True:
             body = page.model_dump_json(by_alias=True, exclude_none=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 from mcp.server.auth.provider import AccessToken
 
+from opt_mcp.settings import AUTH_TOKENS_FILE
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
@@ -71,7 +73,7 @@ class StaticTokens:
 
     @classmethod
     def from_file(cls, path: str) -> StaticTokens:
-        return cls(read_name_lines(path, what="OPT_MCP_AUTH_TOKENS_FILE", min_secret=MIN_TOKEN_LENGTH))
+        return cls(read_name_lines(path, what=AUTH_TOKENS_FILE.name, min_secret=MIN_TOKEN_LENGTH))
 
     def __repr__(self) -> str:
         return f"StaticTokens(people={len(self._digests)})"

@@ -20,9 +20,6 @@ from pydantic import BaseModel
 
 from opt_mcp.calls import note_result_tokens
 
-HARD_CEILING = 25_000
-DEFAULT_MAX_TOKENS = 6_000
-MIN_MAX_TOKENS = 1_000
 Detail = Literal["summary", "standard", "full"]
 
 # The pieces a BPE tokenizer makes of text, counted class by class (each scan runs in C): opaque runs such as

@@ -1,5 +1,6 @@
 """What one tool call did, recorded as it happens by the code that does it (the API client counts its requests,
-the budget notes the size of the result it let through) and read by the call's log line."""
+through the hook the server gives it; the budget notes the size of the result it let through) and read by the
+call's log line."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def recording() -> Iterator[CallRecord]:
 
 
 def note_api_call() -> None:
-    """Called by the API client for each request it sends."""
+    """Called for each request the API client sends (its ``on_request`` hook, installed by the server)."""
     if (record := _record.get()) is not None:
         record.api_calls += 1
 

@@ -102,11 +102,12 @@ def _doctor(args: argparse.Namespace) -> int:
 async def _diagnose(settings: Settings) -> tuple[Report, str]:
     from opt_mcp.api.client import OptimizelyClient
     from opt_mcp.doctor import client_configuration, diagnose
-    from opt_mcp.sandbox import SANDBOX_TOKEN, Sandbox
+    from opt_mcp.sandbox import Sandbox
+    from opt_mcp.sandboxed import pacing_for, sandbox_client
 
     if settings.uses_sandbox:
         sandbox = Sandbox(settings.sandbox)
-        client = sandbox.client(SANDBOX_TOKEN, rate_limits=sandbox.config.rate_limits)
+        client = sandbox_client(sandbox, rate_limits=pacing_for(sandbox.config.rate_limits))
     else:
         client = OptimizelyClient(settings.token, oauth=settings.oauth, base_url=settings.base_url)
     async with client:

@@ -15,6 +15,7 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.config import Settings
+from opt_mcp.settings import API_TOKEN, PROJECT_ID
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -121,9 +122,9 @@ def client_configuration(settings: Settings, project_id: int | None) -> str:
     launch = {"command": command, "args": ["serve"]} if command else {
         "command": sys.executable, "args": ["-m", "opt_mcp", "serve"]
     }  # fmt: skip
-    env = {"OPTIMIZELY_API_TOKEN": "<your Optimizely token>" if not settings.uses_sandbox else ""}
+    env = {API_TOKEN.name: "<your Optimizely token>" if not settings.uses_sandbox else ""}
     if project_id is not None:
-        env["OPTIMIZELY_PROJECT_ID"] = str(project_id)
+        env[PROJECT_ID.name] = str(project_id)
     entry = {"mcpServers": {"optimizely": {**launch, "env": env}}}
     return json.dumps(entry, indent=2)
 

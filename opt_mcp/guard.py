@@ -33,16 +33,15 @@ from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, Elicitati
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from opt_mcp.settings import TOKEN_TTL_SECONDS, ConfirmMode
 from opt_mcp.shared import Store, StoreDown
 
 if TYPE_CHECKING:
     import sqlite3
 
-    # For the annotations only: the views do not load with the settings (config imports this module).
+    # For the annotations only: the views do not load with the guard.
     from opt_mcp.views import Change
 
-ConfirmMode = Literal["elicit", "token", "production-only"]
-TOKEN_TTL_SECONDS = 600.0
 log = logging.getLogger("opt_mcp.guard")
 audit_log = logging.getLogger("opt_mcp.audit")
 
@@ -216,10 +215,6 @@ class TokenSigner:
         """Raise StoreDown unless the record of used tokens answers (a write approved another way still needs it:
         with the record unreachable, nothing is written at all)."""
         await self._ledger.use(f"probe.{secrets.token_urlsafe(9)}", time.time() + 1)
-
-
-def new_secret() -> bytes:
-    return secrets.token_bytes(32)
 
 
 def person_secret(secret: bytes, person: str) -> bytes:

@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
@@ -46,10 +45,29 @@ from opt_mcp import __version__, logs
 from opt_mcp.api.client import RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.auth import AuthConfigError, IntrospectedTokens, StaticTokens, read_name_lines
-from opt_mcp.config import ConfigError, Settings, parse_flag
+from opt_mcp.config import Settings
 from opt_mcp.people import ANONYMOUS, person_in
 from opt_mcp.sandbox import Sandbox
 from opt_mcp.server import build_server
+from opt_mcp.settings import (
+    ALLOWED_HOSTS,
+    ALLOWED_ORIGINS,
+    AUTH_TOKENS_FILE,
+    CORS_ORIGINS,
+    INTROSPECTION_CLIENT_ID,
+    INTROSPECTION_CLIENT_SECRET,
+    LEDGER_FILE,
+    MAX_BODY_BYTES,
+    MAX_IN_FLIGHT,
+    OAUTH_INTROSPECTION_URL,
+    OAUTH_ISSUER,
+    OAUTH_SCOPES,
+    OPTIMIZELY_TOKENS_FILE,
+    PUBLIC_URL,
+    SECRET,
+    STATELESS,
+    ConfigError,
+)
 
 log = logging.getLogger("opt_mcp")
 
@@ -88,8 +106,8 @@ class HostedSettings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 1 << 20
-    max_in_flight: int = 8
+    max_body_bytes: int = MAX_BODY_BYTES.default
+    max_in_flight: int = MAX_IN_FLIGHT.default
     queue_seconds: float = 10.0
     body_seconds: float = 30.0
 
@@ -104,13 +122,6 @@ class HostedSettings:
             )
         if self.oauth_issuer and not (self.oauth_introspection_url and self.public_url):
             raise ConfigError("OPT_MCP_OAUTH_ISSUER needs OPT_MCP_OAUTH_INTROSPECTION_URL and OPT_MCP_PUBLIC_URL")
-        for name, url in (
-            ("OPT_MCP_OAUTH_ISSUER", self.oauth_issuer),
-            ("OPT_MCP_OAUTH_INTROSPECTION_URL", self.oauth_introspection_url),
-            ("OPT_MCP_PUBLIC_URL", self.public_url),
-        ):
-            if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
-                raise ConfigError(f"{name} must be an http(s) URL, not {url!r}")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port must be from 1 to 65535, not {self.port}")
 
@@ -125,37 +136,23 @@ class HostedSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **flags: Any) -> HostedSettings:
-        """Read the OPT_MCP_* hosting variables; command-line flags (when not None) win."""
-
-        def text(name: str) -> str | None:
-            return environ.get(name, "").strip() or None
-
-        def listed(name: str) -> tuple[str, ...]:
-            return tuple(item.strip() for item in (text(name) or "").split(",") if item.strip())
-
-        def number(name: str, default: int, low: int, high: int) -> int:
-            raw = text(name)
-            if raw is None:
-                return default
-            if not raw.isdigit() or not low <= int(raw) <= high:
-                raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
-            return int(raw)
-
+        """Read the OPT_MCP_* hosting variables (each URL checked as it is read); command-line flags (when not
+        None) win."""
         values: dict[str, Any] = {
-            "stateless": parse_flag(environ, "OPT_MCP_STATELESS"),
-            "auth_tokens_file": text("OPT_MCP_AUTH_TOKENS_FILE"),
-            "optimizely_tokens_file": text("OPT_MCP_OPTIMIZELY_TOKENS_FILE"),
-            "oauth_issuer": text("OPT_MCP_OAUTH_ISSUER"),
-            "oauth_introspection_url": text("OPT_MCP_OAUTH_INTROSPECTION_URL"),
-            "oauth_client_id": text("OPT_MCP_OAUTH_CLIENT_ID"),
-            "oauth_client_secret": text("OPT_MCP_OAUTH_CLIENT_SECRET"),
-            "oauth_scopes": tuple((text("OPT_MCP_OAUTH_SCOPES") or "").split()),
-            "public_url": text("OPT_MCP_PUBLIC_URL"),
-            "allowed_hosts": listed("OPT_MCP_ALLOWED_HOSTS"),
-            "allowed_origins": listed("OPT_MCP_ALLOWED_ORIGINS"),
-            "cors_origins": listed("OPT_MCP_CORS_ORIGINS"),
-            "max_body_bytes": number("OPT_MCP_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20),
-            "max_in_flight": number("OPT_MCP_MAX_IN_FLIGHT", 8, 1, 1000),
+            "stateless": STATELESS.read(environ),
+            "auth_tokens_file": AUTH_TOKENS_FILE.read(environ),
+            "optimizely_tokens_file": OPTIMIZELY_TOKENS_FILE.read(environ),
+            "oauth_issuer": OAUTH_ISSUER.read(environ),
+            "oauth_introspection_url": OAUTH_INTROSPECTION_URL.read(environ),
+            "oauth_client_id": INTROSPECTION_CLIENT_ID.read(environ),
+            "oauth_client_secret": INTROSPECTION_CLIENT_SECRET.read(environ),
+            "oauth_scopes": OAUTH_SCOPES.read(environ),
+            "public_url": PUBLIC_URL.read(environ),
+            "allowed_hosts": ALLOWED_HOSTS.read(environ),
+            "allowed_origins": ALLOWED_ORIGINS.read(environ),
+            "cors_origins": CORS_ORIGINS.read(environ),
+            "max_body_bytes": MAX_BODY_BYTES.read(environ),
+            "max_in_flight": MAX_IN_FLIGHT.read(environ),
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         return cls(**values)
@@ -319,7 +316,7 @@ def build_app(
     verifier = verifier or verifier_for(hosted)
     try:
         mapped = (
-            read_name_lines(hosted.optimizely_tokens_file, what="OPT_MCP_OPTIMIZELY_TOKENS_FILE", min_secret=8)
+            read_name_lines(hosted.optimizely_tokens_file, what=OPTIMIZELY_TOKENS_FILE.name, min_secret=8)
             if hosted.optimizely_tokens_file
             else {}
         )
@@ -481,11 +478,11 @@ def _share_between_workers(
     """What the workers must share, through their environment: the signing secret (a token issued by one verifies
     on another), the used-token ledger (a file), one sandbox (its own process), and the command line's flags."""
     environ = os.environ
-    if not environ.get("OPT_MCP_SECRET"):
-        environ["OPT_MCP_SECRET"] = secrets.token_hex(32)
+    if not SECRET.given(environ):
+        environ[SECRET.name] = secrets.token_hex(32)
     if not settings.ledger_file:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="opt-mcp-"))
-        environ["OPT_MCP_LEDGER_FILE"] = os.path.join(folder, "used-confirmation-tokens.sqlite")
+        environ[LEDGER_FILE.name] = os.path.join(folder, "used-confirmation-tokens.sqlite")
     if settings.uses_sandbox:
         port = _free_port()
         sandbox = stack.enter_context(

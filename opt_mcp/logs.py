@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from opt_mcp.budget import estimate_tokens
 from opt_mcp.calls import recording
+from opt_mcp.settings import LOG_FORMAT
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-LOG_FORMATS = ("text", "json")
 log = logging.getLogger("opt_mcp.calls")
 
 
@@ -44,18 +44,11 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def log_format(environ: Mapping[str, str]) -> str:
-    """The format ``OPT_MCP_LOG_FORMAT`` asks for; a wrong value is one clear line."""
-    value = environ.get("OPT_MCP_LOG_FORMAT", "").strip().lower() or "text"
-    if value not in LOG_FORMATS:
-        raise ValueError(f"OPT_MCP_LOG_FORMAT must be text or json, not {value!r}")
-    return value
-
-
 def configure(environ: Mapping[str, str] = os.environ) -> None:
-    """Send every log line to stderr in the configured format; quiet httpx's line per request."""
+    """Send every log line to stderr in the format OPT_MCP_LOG_FORMAT asks for (a wrong one is a ConfigError); quiet
+    httpx's line per request."""
     handler = logging.StreamHandler(sys.stderr)
-    if log_format(environ) == "json":
+    if LOG_FORMAT.read(environ) == "json":
         handler.setFormatter(JsonLines())
     else:
         handler.setFormatter(logging.Formatter("opt-mcp %(levelname)s %(name)s: %(message)s"))

@@ -17,13 +17,15 @@ from pydantic import BaseModel, TypeAdapter
 
 from opt_mcp import __version__, prompts
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.calls import note_api_call
+from opt_mcp.config import Settings
 from opt_mcp.guard import Audit, FileLedger, Guard, Ledger, StoreLedger, TokenSigner
 from opt_mcp.logs import ToolCallLog
 from opt_mcp.people import People
 from opt_mcp.resources import FLAG_URI, flag_resource
 from opt_mcp.runtime import Runtime
 from opt_mcp.sandbox import SANDBOX_TOKEN, SANDBOX_TOKEN_URL
+from opt_mcp.settings import ConfigError
 from opt_mcp.shared import MemoryStore, RedisStore, Store
 from opt_mcp.tools import flags, projects, results, writes
 from opt_mcp.views import (
@@ -164,9 +166,6 @@ def build_server(
     if settings.ledger_file and not settings.redis_url:
         ledger = FileLedger(settings.ledger_file)
     audit = Audit(settings.audit_log, store)
-    # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
-    if rate_limits is None and sandboxed:
-        rate_limits = sandbox.config.rate_limits if sandbox is not None else settings.sandbox.rate_limits
 
     # The operator's token: the configured one, else the refresh token's (fetched on first use), else the sandbox's.
     operator = settings.token or (OPERATOR_CREDENTIALS if settings.oauth else SANDBOX_TOKEN if sandboxed else None)
@@ -182,20 +181,31 @@ def build_server(
     def client_for(token: str) -> OptimizelyClient:
         # Imported and built on the first call, not at start-up: tools/list needs neither HTTP nor the sandbox.
         from opt_mcp.api.client import OptimizelyClient, TokenAuth
-        from opt_mcp.sandbox import Sandbox
 
-        nonlocal sandbox, operator_auth
+        nonlocal sandbox, operator_auth, rate_limits
         credential: str | TokenAuth = token
         if operator_oauth is not None and token == operator:
             operator_auth = operator_auth or TokenAuth(settings.token, oauth=operator_oauth)
             credential = operator_auth
-        if sandboxed and sandbox_url is None:
-            if sandbox is None:
-                sandbox = Sandbox(settings.sandbox)
-            return sandbox.client(credential, rate_limits=rate_limits, retry=retry, shared=store)
+        if sandboxed:
+            from opt_mcp.sandboxed import pacing_for, sandbox_client
+
+            # A sandbox is paced to the limits it enforces, as the real API is to Optimizely's (the client's default).
+            if rate_limits is None:
+                rate_limits = pacing_for((sandbox.config if sandbox is not None else settings.sandbox).rate_limits)
+            if sandbox_url is None:
+                if sandbox is None:
+                    from opt_mcp.sandbox import Sandbox
+
+                    sandbox = Sandbox(settings.sandbox)
+                return sandbox_client(
+                    sandbox, credential, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
+                )
         # sandbox_url: the sandbox process the workers of a hosted server share
         base_url = sandbox_url if sandbox_url is not None else settings.base_url
-        return OptimizelyClient(credential, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store)
+        return OptimizelyClient(
+            credential, base_url=base_url, rate_limits=rate_limits, retry=retry, shared=store, on_request=note_api_call
+        )
 
     everyone: People | None = None
     if people is not None:

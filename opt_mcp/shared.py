@@ -24,8 +24,9 @@ AUDIT_ENTRIES = 100_000  # the audit stream keeps about this many entries
 AUDIT_DAYS = 30  # and expires this long after its last entry
 
 
-class StoreDown(Exception):
-    """The shared store cannot be reached (Redis is down or unreachable)."""
+class StoreDown(ConnectionError):
+    """The shared store cannot be reached (Redis is down or unreachable). A ConnectionError: the API client's pacer,
+    which knows no module of the application, catches that (``opt_mcp.api.ratelimit.SharedBudget``)."""
 
 
 class Store(Protocol):

@@ -25,7 +25,8 @@ import pytest
 
 from opt_mcp.api.client import OptimizelyClient, RetryPolicy
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import Sandbox, SandboxConfig
+from opt_mcp.sandbox import Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 
 DATA = Path(__file__).parent / "data"
 # Retries without real waiting: the backoff sleeps are recorded, not slept.
@@ -44,7 +45,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def sandbox() -> Sandbox:
     """The seed project (3 flags, 2 environments) with no rate limiting."""
-    return Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    return Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
 
 
 class SleepRecorder:
@@ -73,8 +74,8 @@ def sleeps() -> SleepRecorder:
 
 @pytest.fixture
 async def client(sandbox: Sandbox, sleeps: SleepRecorder) -> AsyncIterator[OptimizelyClient]:
-    async with sandbox.client(
-        rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, clock=sleeps.clock
+    async with sandbox_client(
+        sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, clock=sleeps.clock
     ) as c:
         yield c
 

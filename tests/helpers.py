@@ -24,7 +24,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.budget import estimate_tokens
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import Sandbox, SandboxConfig
+from opt_mcp.sandbox import Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.server import OptMCPServer, build_server
 from tests.conftest import FAST_RETRY
 
@@ -67,7 +67,7 @@ def make(sandbox: Sandbox, **overrides: Any) -> OptMCPServer:
 
 def make_server(sandbox: Sandbox | None = None, settings: Settings | None = None) -> MCPServer[Runtime]:
     """The server for ``settings`` (default: none set) on this sandbox (default: a fresh seed sandbox)."""
-    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = sandbox or Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     return build_server(settings or Settings(), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
 
 

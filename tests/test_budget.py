@@ -13,11 +13,12 @@ from mcp import Client
 
 from opt_mcp import budget
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.budget import HARD_CEILING, at_most, estimate_tokens, largest_fitting
-from opt_mcp.config import ConfigError, Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.budget import at_most, estimate_tokens, largest_fitting
+from opt_mcp.config import Settings
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.store import flag_json
 from opt_mcp.server import build_server
+from opt_mcp.settings import HARD_CEILING, ConfigError
 from tests.conftest import FAST_RETRY
 from tests.helpers import cost
 
@@ -123,7 +124,7 @@ async def test_seed_flags_at_full_detail_equal_the_api(sandbox: Sandbox) -> None
 
 
 async def test_levels_shrink_and_text_agrees_with_structure() -> None:
-    sandbox = Sandbox(SandboxConfig(flags=100, environments=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=100, environments=3, rate_limits=SandboxLimits.unlimited()))
     sizes = {}
     async with Client(server(sandbox, HARD_CEILING)) as c:
         for level in ("summary", "standard", "full"):
@@ -152,7 +153,7 @@ def projects(draw: st.DrawFn) -> tuple[Sandbox, list[str]]:
     max_rules = draw(st.integers(0, 100)) if size <= 40 else 3  # bounded so the suite stays fast
     sandbox = Sandbox(
         SandboxConfig(flags=size, environments=environments, max_rules=max_rules, seed=draw(st.integers(0, 99)),
-                      rate_limits=RateLimits.unlimited())
+                      rate_limits=SandboxLimits.unlimited())
     )  # fmt: skip
     flags = list(sandbox.store.projects[PID].flags.values())
     oddities = draw(st.lists(st.integers(0, len(flags) - 1), max_size=6))
@@ -209,7 +210,7 @@ async def test_every_result_fits_and_cursors_lose_no_flag(
 
 
 async def test_a_huge_flag_is_shown_in_parts_with_notes() -> None:
-    sandbox = Sandbox(SandboxConfig(environments=6, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(environments=6, rate_limits=SandboxLimits.unlimited()))
     flag = sandbox.store.projects[PID].flags["homepage_hero"]
     for env_key, ruleset in flag.rulesets.items():
         for i in range(100):
@@ -236,7 +237,7 @@ async def test_a_huge_flag_is_shown_in_parts_with_notes() -> None:
 
 async def test_a_pathological_name_still_fits_the_smallest_budget() -> None:
     """Found by the property test: a 255-character name of emoji and quotes overflowed a 1,000-token budget."""
-    sandbox = Sandbox(SandboxConfig(environments=6, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(environments=6, rate_limits=SandboxLimits.unlimited()))
     sandbox.store.projects[PID].flags["product_sort"].fields["name"] = '🚀"|日\n' * 51
     async with Client(server(sandbox, 1000)) as c:
         detail = await c.call_tool("get_flag", {"flag_key": "product_sort"})

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
 from opt_mcp.doctor import diagnose
-from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from tests.conftest import FAST_RETRY, Cli
 from tests.helpers import clean_env
 
@@ -113,12 +113,12 @@ def test_doctor_with_a_token_checks_the_api_and_never_prints_the_token(cli: Cli,
 @pytest.mark.anyio
 async def test_doctor_fails_clearly_on_a_refused_token_and_an_unreachable_api() -> None:
     settings = Settings(token="wrong-token-3Zp", base_url=SANDBOX_ORIGIN, project_id=SEED_PROJECT_ID)
-    refusing = Sandbox(SandboxConfig(token="right-token", rate_limits=RateLimits.unlimited()))
-    async with refusing.client("wrong-token-3Zp", retry=FAST_RETRY) as client:
+    refusing = Sandbox(SandboxConfig(token="right-token", rate_limits=SandboxLimits.unlimited()))
+    async with sandbox_client(refusing, "wrong-token-3Zp", retry=FAST_RETRY) as client:
         refused = await diagnose(settings, client)
-    unreachable = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    unreachable = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     unreachable.inject("connect", times=None)
-    async with unreachable.client("any", retry=FAST_RETRY) as client:
+    async with sandbox_client(unreachable, "any", retry=FAST_RETRY) as client:
         down = await diagnose(settings, client)
     for report, says in ((refused, "The token was refused"), (down, "Could not connect")):
         assert not report.healthy and [c.name for c in report.checks] == ["token", "api"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +16,9 @@ from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.api.query import FlagFilters
 from opt_mcp.api.ratelimit import Pacer, RateLimits, Window
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Limit, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+from opt_mcp.sandboxed import pacing_for, sandbox_client
 from tests.conftest import FAST_RETRY, SleepRecorder
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +28,7 @@ PID = SEED_PROJECT_ID
 @pytest.fixture(scope="module")
 def big_sandbox() -> Sandbox:
     """5,000 generated flags (plus the 3 seed flags) across 3 environments. Read-only tests share it."""
-    return Sandbox(SandboxConfig(flags=5000, environments=3, seed=7, rate_limits=RateLimits.unlimited()))
+    return Sandbox(SandboxConfig(flags=5000, environments=3, seed=7, rate_limits=SandboxLimits.unlimited()))
 
 
 def _unarchived(sandbox: Sandbox) -> set[str]:
@@ -36,7 +38,7 @@ def _unarchived(sandbox: Sandbox) -> set[str]:
 
 def _client(sandbox: Sandbox, sleeps: SleepRecorder | None = None) -> OptimizelyClient:
     fake = sleeps or SleepRecorder()
-    return sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=fake, clock=fake.clock)
+    return sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=fake, clock=fake.clock)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ async def test_full_pagination_of_5000_flags_visits_each_once(big_sandbox: Sandb
 async def test_pages_partition_the_filtered_flags(
     per_page: int, archived: bool | None, rule_type: tuple[str, ...], sort: tuple[str, ...]
 ) -> None:
-    sandbox = Sandbox(SandboxConfig(flags=250, seed=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=250, seed=3, rate_limits=SandboxLimits.unlimited()))
     filters = FlagFilters(archived=archived, rule_type=rule_type, sort=sort)
     async with _client(sandbox) as client:
         first = await client.list_flags_page(PID, filters, per_page=per_page)
@@ -318,9 +320,9 @@ async def test_429s_on_a_write_are_waited_out_and_the_write_happens_once(
 
 
 async def test_client_pacing_keeps_within_the_sandbox_limit() -> None:
-    limits = RateLimits(flags=(Window(4, 0.5),), v2=(), results=())
+    limits = SandboxLimits(flags=(Limit(4, 0.5),), v2=(), results=())
     sandbox = Sandbox(SandboxConfig(rate_limits=limits))
-    async with sandbox.client(rate_limits=limits, retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=pacing_for(limits), retry=FAST_RETRY) as client:
         started = time.monotonic()
         for _ in range(10):
             await client.get_flag(PID, "homepage_hero")
@@ -344,11 +346,29 @@ async def test_pacing_counts_a_request_from_its_answer(sleeps: SleepRecorder) ->
     pacer.settle(-5.0)  # nor does a stamp already out of every window
 
 
+async def test_an_unreachable_shared_budget_leaves_the_pacing_to_this_process(sleeps: SleepRecorder) -> None:
+    """The pacer knows the shared budget only by its protocol: any ConnectionError (the shared store's StoreDown is
+    one) means "pace this process alone", for the reservation and for the restamp after the answer."""
+
+    class Unreachable:
+        async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
+            raise ConnectionError("down")
+
+        async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+            raise AssertionError("nothing was reserved, so nothing is restamped")
+
+    pacer = Pacer("flags", (Window(1, 1.0),), clock=sleeps.clock, sleep=sleeps, shared=Unreachable())
+    first = await pacer.acquire()
+    await pacer.settle_shared(first)
+    await pacer.acquire()
+    assert sleeps.calls == [pytest.approx(1.0)]  # still paced, by this process's own window
+
+
 async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
     sandbox = Sandbox(
-        SandboxConfig(rate_limits=RateLimits(flags=(Window(2, 0.4),), v2=(), results=()), reset_style="seconds")
+        SandboxConfig(rate_limits=SandboxLimits(flags=(Limit(2, 0.4),), v2=(), results=()), reset_style="seconds")
     )
-    async with sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         for _ in range(5):
             await client.get_flag(PID, "homepage_hero")
     statuses = [r.status for r in sandbox.requests()]
@@ -358,6 +378,16 @@ async def test_sandbox_limit_without_client_pacing_is_waited_out() -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Retries and faults
 # ------------------------------------------------------------------------------------------------------------------
+
+
+async def test_the_request_hook_hears_each_attempt(sandbox: Sandbox, sleeps: SleepRecorder) -> None:
+    heard: list[int] = []
+    sandbox.inject("status", path="/flags/doc-test-flag$", status=503, times=1)
+    async with sandbox_client(
+        sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=sleeps, on_request=lambda: heard.append(1)
+    ) as client:
+        await client.get_flag(PID, "doc-test-flag")
+    assert len(heard) == len(sandbox.requests("GET")) == 2  # the 503, then the retry
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
@@ -460,8 +490,8 @@ async def test_404_with_an_empty_body(client: OptimizelyClient) -> None:
 
 
 async def test_wrong_token_is_401_and_says_what_to_do() -> None:
-    sandbox = Sandbox(SandboxConfig(token="the-right-token", rate_limits=RateLimits.unlimited()))
-    async with sandbox.client("a-wrong-token", rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    sandbox = Sandbox(SandboxConfig(token="the-right-token", rate_limits=SandboxLimits.unlimited()))
+    async with sandbox_client(sandbox, "a-wrong-token", rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         with pytest.raises(OptimizelyError) as flags_error:
             await client.list_flags_page(PID)
         with pytest.raises(OptimizelyError) as v2_error:
@@ -494,12 +524,12 @@ SECRET = "2:tok-DistinctiveSecret-9f8e7d6c5b4a39281706"
 
 
 async def test_token_never_appears_in_repr_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     echo = json.dumps({"title": "Bad", "detail": f"token {SECRET} is not allowed", "status": 400}).encode()
     sandbox.inject("status", path="/flags$", status=400, body=echo)
     caplog.set_level(logging.DEBUG)
     retry = RetryPolicy(attempts=2, backoff_base=0.001, backoff_max=0.001)
-    async with sandbox.client(SECRET, rate_limits=RateLimits.unlimited(), retry=retry) as client:
+    async with sandbox_client(sandbox, SECRET, rate_limits=RateLimits.unlimited(), retry=retry) as client:
         texts = [repr(client), repr(client._http.auth)]
         for call in (lambda: client.list_flags_page(PID), lambda: client.get_flag(PID, "nope")):
             with pytest.raises(OptimizelyError) as exc:

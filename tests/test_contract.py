@@ -11,8 +11,7 @@ import pytest
 from mcp import Client
 
 from opt_mcp.api.models import RulesetRule
-from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import SEED_PROJECT_ID, Fault, Readings, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Fault, Readings, Sandbox, SandboxConfig, SandboxLimits
 from tests.helpers import MODES, data, make, text, writes
 
 pytestmark = pytest.mark.anyio
@@ -22,7 +21,7 @@ T = TypeVar("T")
 
 def sandbox_with(flags: int = 0, **readings: Any) -> Sandbox:
     return Sandbox(
-        SandboxConfig(flags=flags, seed=5, rate_limits=RateLimits.unlimited(), readings=Readings(**readings))
+        SandboxConfig(flags=flags, seed=5, rate_limits=SandboxLimits.unlimited(), readings=Readings(**readings))
     )
 
 

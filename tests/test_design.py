@@ -16,7 +16,7 @@ from opt_mcp.config import Settings
 from opt_mcp.hosting import HostedSettings, build_app
 from opt_mcp.people import People
 from opt_mcp.runtime import Runtimes
-from opt_mcp.sandbox import Sandbox, SandboxConfig
+from opt_mcp.sandbox import Sandbox, SandboxConfig, SandboxLimits
 from tests.conftest import FAST_RETRY
 
 PACKAGE = Path(__file__).parent.parent / "opt_mcp"
@@ -74,7 +74,7 @@ async def test_the_hosted_heap_is_frozen_once_started() -> None:
     app = build_app(
         Settings(secret=b"s" * 32),
         HostedSettings(no_auth=True),
-        sandbox=Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited())),
+        sandbox=Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited())),
         rate_limits=RateLimits.unlimited(),
         retry=FAST_RETRY,
     )

@@ -21,10 +21,11 @@ from starlette.applications import Starlette
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.auth import AuthConfigError, IntrospectedTokens, StaticTokens, read_name_lines
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.config import Settings
 from opt_mcp.hosting import HostedSettings, InFlight, build_app
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
+from opt_mcp.settings import ConfigError
 from tests.conftest import FAST_RETRY
 from tests.helpers import INSPECTOR, clean_env, connect, data, installed, text
 
@@ -43,7 +44,7 @@ SECRET = b"s" * 32
 
 @pytest.fixture
 def sandbox() -> Sandbox:
-    return Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited(), grants=GRANTS))
+    return Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited(), grants=GRANTS))
 
 
 @pytest.fixture

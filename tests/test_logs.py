@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from opt_mcp.logs import JsonLines, log_format
+from opt_mcp.logs import JsonLines
 from opt_mcp.sandbox import Sandbox
+from opt_mcp.settings import LOG_FORMAT
 from tests.helpers import make_server, stdio_exchange
 
 pytestmark = pytest.mark.anyio
@@ -68,9 +69,9 @@ def test_text_lines_by_default() -> None:
 
 def test_a_wrong_log_format_is_named() -> None:
     with pytest.raises(ValueError, match="OPT_MCP_LOG_FORMAT must be text or json, not 'xml'"):
-        log_format({"OPT_MCP_LOG_FORMAT": "xml"})
-    assert log_format({}) == "text"
-    assert log_format({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
+        LOG_FORMAT.read({"OPT_MCP_LOG_FORMAT": "xml"})
+    assert LOG_FORMAT.read({}) == "text"
+    assert LOG_FORMAT.read({"OPT_MCP_LOG_FORMAT": " JSON "}) == "json"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -21,7 +21,7 @@ from opt_mcp.api.client import OptimizelyClient, TokenAuth
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.oauth import DEFAULT_TOKEN_URL, OAuthCredentials
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import ConfigError, Settings
+from opt_mcp.config import Settings
 from opt_mcp.doctor import diagnose
 from opt_mcp.logs import JsonLines
 from opt_mcp.sandbox import (
@@ -31,9 +31,12 @@ from opt_mcp.sandbox import (
     RequestRecord,
     Sandbox,
     SandboxConfig,
+    SandboxLimits,
     SandboxOAuth,
 )
+from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.server import build_server
+from opt_mcp.settings import ConfigError
 from tests.conftest import FAST_RETRY, SleepRecorder
 from tests.helpers import data, stdio_exchange, text
 
@@ -66,7 +69,7 @@ class Clock:
 def oauth_sandbox(clock: Clock, *, access: str | None = ACCESS, **readings: Any) -> Sandbox:
     """An account whose OAuth app authorised opt-mcp: ACCESS (if any) is valid for LIFETIME from now."""
     oauth = SandboxOAuth(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=REFRESH, access_token=access)
-    config = SandboxConfig(rate_limits=RateLimits.unlimited(), readings=Readings(**readings), oauth=oauth)
+    config = SandboxConfig(rate_limits=SandboxLimits.unlimited(), readings=Readings(**readings), oauth=oauth)
     return Sandbox(config, clock=clock)
 
 
@@ -164,8 +167,14 @@ async def test_a_write_refused_with_a_401_is_sent_again_once_and_applied_once() 
 async def test_a_known_expiry_is_refreshed_before_sending_and_a_rotated_refresh_token_is_kept(rotation: str) -> None:
     clock, time = Clock(), SleepRecorder()
     sandbox = oauth_sandbox(clock, access=None, refresh_rotation=rotation)
-    async with sandbox.client(
-        None, oauth=CREDENTIALS, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY, sleep=time, clock=time.clock
+    async with sandbox_client(
+        sandbox,
+        None,
+        oauth=CREDENTIALS,
+        rate_limits=RateLimits.unlimited(),
+        retry=FAST_RETRY,
+        sleep=time,
+        clock=time.clock,
     ) as client:
         for _ in range(3):  # the first fetches a token; then, each time both clocks pass its lifetime, a new one
             assert (await client.get_flag(PID, "product_sort")).key == "product_sort"
@@ -206,8 +215,8 @@ async def test_concurrent_first_calls_fetch_one_token_and_clients_sharing_an_aut
     sandbox = oauth_sandbox(clock, access=None)  # refresh token only: the first calls fetch the access token
     sandbox.inject("latency", path="^/oauth2/token$", delay=0.05, times=2)  # each refresh is under way a while
     auth = TokenAuth(None, oauth=replace(CREDENTIALS, token_url=SANDBOX_TOKEN_URL), clock=time.clock)
-    one = sandbox.client(auth, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
-    two = sandbox.client(auth, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
+    one = sandbox_client(sandbox, auth, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
+    two = sandbox_client(sandbox, auth, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY)
     async with one, two:
         flags = await anyio_gather([one.get_flag(PID, "product_sort") for _ in range(4)] + [two.list_projects()])
         clock.advance(LIFETIME)
@@ -314,7 +323,7 @@ async def test_a_rotated_refresh_token_used_twice_is_refused_with_what_to_do() -
     # Another process refreshed with the same refresh token first: Optimizely rotated it, so this one is used up.
     clock = Clock()
     sandbox = oauth_sandbox(clock)
-    async with sandbox.client(ACCESS, oauth=CREDENTIALS, retry=FAST_RETRY) as other:
+    async with sandbox_client(sandbox, ACCESS, oauth=CREDENTIALS, retry=FAST_RETRY) as other:
         clock.advance(LIFETIME + 1)
         await other.list_projects()
     async with Client(make(sandbox)) as c:
@@ -347,7 +356,7 @@ async def test_a_token_refused_right_after_a_refresh_says_to_re_authorise() -> N
 async def test_an_unusable_token_answer_is_an_error() -> None:
     sandbox = oauth_sandbox(Clock(), access=None)
     sandbox.inject("status", path="^/oauth2/token$", status=200, body=b'{"token_type": "mac", "access_token": "x"}')
-    async with sandbox.client(None, oauth=CREDENTIALS, retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, None, oauth=CREDENTIALS, retry=FAST_RETRY) as client:
         with pytest.raises(OptimizelyError) as raised:
             await client.list_projects()
     assert "no usable bearer access token" in str(raised.value) and "OPTIMIZELY_OAUTH_TOKEN_URL" in str(raised.value)
@@ -519,10 +528,10 @@ async def test_the_token_endpoint_answers_as_rfc_6749_says() -> None:
 async def test_the_doctor_fetches_a_token_and_never_prints_one() -> None:
     sandbox = oauth_sandbox(Clock(), access=None)
     settings = Settings(oauth=CREDENTIALS, project_id=PID)
-    async with sandbox.client(None, oauth=CREDENTIALS, rate_limits=RateLimits.unlimited()) as client:
+    async with sandbox_client(sandbox, None, oauth=CREDENTIALS, rate_limits=RateLimits.unlimited()) as client:
         healthy = await diagnose(settings, client)
     revoked = replace(CREDENTIALS, refresh_token="revoked-Zz81")
-    async with sandbox.client(None, oauth=revoked, rate_limits=RateLimits.unlimited()) as client:
+    async with sandbox_client(sandbox, None, oauth=revoked, rate_limits=RateLimits.unlimited()) as client:
         refused_refresh = await diagnose(replace(settings, oauth=revoked), client)
     assert healthy.healthy and "refreshed with OPTIMIZELY_REFRESH_TOKEN" in healthy.checks[0].detail
     assert not refused_refresh.healthy and "invalid_grant" in refused_refresh.checks[-1].detail

@@ -160,7 +160,8 @@ async def test_an_unreachable_redis_is_store_down_and_the_client_reconnects(redi
 
 
 def test_a_redis_url_is_checked_and_never_shown() -> None:
-    from opt_mcp.config import ConfigError, Settings
+    from opt_mcp.config import Settings
+    from opt_mcp.settings import ConfigError
 
     settings = Settings.from_env({"OPT_MCP_REDIS_URL": "redis://:hunter2@redis:6379/0"})
     assert (

@@ -13,16 +13,13 @@ import jsonschema
 import pytest
 
 from opt_mcp import __version__
-from opt_mcp.api.oauth import DEFAULT_TOKEN_URL
-from opt_mcp.budget import DEFAULT_MAX_TOKENS
-from opt_mcp.config import Settings
-from opt_mcp.guard import TOKEN_TTL_SECONDS
+from opt_mcp.settings import SETTINGS, Choice
 
 ROOT = Path(__file__).parent.parent
 MANIFEST: dict[str, Any] = json.loads((ROOT / "server.json").read_text())
 SCHEMA = json.loads((Path(__file__).parent / "data" / "specs" / "mcp-registry-server.schema.json").read_text())
-# The modules whose settings a desktop (stdio) user can set; hosted-only settings are the operator's, not the package's.
-STDIO_SETTINGS = ["config.py", "sandbox/config.py", "logs.py"]
+# The settings a desktop (stdio) user can set; hosted-only settings are the operator's, not the package's.
+STDIO_SETTINGS = {setting.name: setting for setting in SETTINGS if "stdio" in setting.modes}
 
 
 def package() -> dict[str, Any]:
@@ -56,13 +53,11 @@ def test_readme_carries_the_pypi_ownership_line() -> None:
 
 
 def test_every_setting_the_server_reads_is_declared_and_no_other() -> None:
-    source = "\n".join((ROOT / "opt_mcp" / name).read_text() for name in STDIO_SETTINGS)
-    read = set(re.findall(r'"((?:OPT_MCP|OPTIMIZELY)_[A-Z_]+)"', source))
     declared = {variable["name"] for variable in package()["environmentVariables"]}
-    assert read == declared
+    assert declared == set(STDIO_SETTINGS)
 
 
-def test_secrets_are_marked_secret_and_defaults_are_the_codes() -> None:
+def test_secrets_are_marked_secret_and_formats_and_defaults_are_the_codes() -> None:
     variables = {v["name"]: v for v in package()["environmentVariables"]}
     secret = {name for name, v in variables.items() if v.get("isSecret")}
     assert secret == {  # a Redis URL may hold a password
@@ -73,13 +68,13 @@ def test_secrets_are_marked_secret_and_defaults_are_the_codes() -> None:
         "OPT_MCP_REDIS_URL",
     }
     assert not any("default" in variables[name] for name in secret)
-    settings = Settings()
-    assert variables["OPT_MCP_MAX_TOKENS"]["default"] == str(DEFAULT_MAX_TOKENS)
-    assert variables["OPT_MCP_CONFIRM_TTL"]["default"] == str(int(TOKEN_TTL_SECONDS))
-    assert variables["OPT_MCP_RESULTS_CACHE_SECONDS"]["default"] == str(int(settings.results_cache_seconds))
-    assert variables["OPT_MCP_CONFIRM"]["default"] == settings.confirm
-    assert variables["OPTIMIZELY_API_BASE_URL"]["default"] == settings.base_url
-    assert variables["OPTIMIZELY_OAUTH_TOKEN_URL"]["default"] == DEFAULT_TOKEN_URL
+    for name, variable in variables.items():
+        setting = STDIO_SETTINGS[name]
+        kind = setting.kind
+        assert variable.get("isSecret", False) == setting.secret, name
+        assert variable.get("default") == setting.shown_default, name
+        assert variable.get("format", "string") == kind.format, name
+        assert variable.get("choices") == (list(kind.choices) if isinstance(kind, Choice) else None), name
 
 
 @pytest.mark.parametrize("kind", ["streamable-http", "sse"])

@@ -12,7 +12,8 @@ from mcp import Client
 from opt_mcp import shared
 from opt_mcp.api.models import ExperimentMetricResults
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.tools.results import variation_figures
 from opt_mcp.verdict import read_metric
 from tests.conftest import FAST_RETRY
@@ -140,7 +141,7 @@ async def test_rule_resolution_errors_name_the_choices(
 
 
 async def test_a_delivery_rule_has_no_results(sandbox: Sandbox) -> None:
-    async with sandbox.client(rate_limits=RateLimits.unlimited()) as api:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as api:
         rule = {"key": "everyone", "name": "Everyone", "type": "targeted_delivery", "percentage_included": 10000}
         ops: list[dict[str, Any]] = [
             {"op": "add", "path": "/rules/everyone", "value": rule},
@@ -193,7 +194,7 @@ async def test_stale_results_are_flagged(sandbox: Sandbox) -> None:
 
     from opt_mcp.sandbox.results import experiment_results
 
-    big = Sandbox(SandboxConfig(flags=200, seed=4, rate_limits=RateLimits.unlimited()))
+    big = Sandbox(SandboxConfig(flags=200, seed=4, rate_limits=SandboxLimits.unlimited()))
     stale = [
         experiment
         for experiment, (_, _, _, rule) in big.store.experiment_index().items()

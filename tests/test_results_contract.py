@@ -20,7 +20,7 @@ from opt_mcp.api.client import OptimizelyClient
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.sandbox.results import experiment_results
 from opt_mcp.server import build_server
@@ -90,7 +90,7 @@ NOW = datetime(2026, 11, 24, 12, 2, 41, tzinfo=UTC)
 
 def fixed(**config: Any) -> Sandbox:
     """A sandbox whose clock stands still, so windows and their rounding are known."""
-    return Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited(), **config), clock=lambda: NOW)
+    return Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited(), **config), clock=lambda: NOW)
 
 
 def variation_ids(rule: dict[str, Any]) -> list[str]:

@@ -13,7 +13,8 @@ import pytest
 
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentResults
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Limit, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from tests.conftest import FAST_RETRY, Cli, load
 
 pytestmark = pytest.mark.anyio
@@ -67,9 +68,7 @@ async def test_unauthenticated_requests_get_401_in_each_api_style(sandbox: Sandb
 
 
 async def test_rate_limit_headers_and_429() -> None:
-    from opt_mcp.api.ratelimit import Window
-
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits(flags=(Window(3, 60),), v2=(), results=())))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits(flags=(Limit(3, 60),), v2=(), results=())))
     async with httpx.AsyncClient(transport=sandbox.transport(), base_url=SANDBOX_ORIGIN) as http:
         auth = {"Authorization": "Bearer someone"}
         answers = [await http.get(f"/flags/v1/projects/{PID}/flags/homepage_hero", headers=auth) for _ in range(4)]
@@ -86,9 +85,9 @@ def _experiments(sandbox: Sandbox) -> list[dict[str, Any]]:
 
 
 async def test_results_are_internally_consistent() -> None:
-    sandbox = Sandbox(SandboxConfig(flags=300, seed=11, rate_limits=RateLimits.unlimited()), clock=lambda: FIXED_NOW)
+    sandbox = Sandbox(SandboxConfig(flags=300, seed=11, rate_limits=SandboxLimits.unlimited()), clock=lambda: FIXED_NOW)
     verdicts = {"win": 0, "loss": 0, "flat": 0, "no data": 0}
-    async with sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         for rule in _experiments(sandbox):
             answer = await client.get_experiment_results(rule["layer_experiment_id"])
             if answer.results is None:
@@ -171,7 +170,7 @@ def test_config_from_environment() -> None:
 
 async def test_latency_fault_delays_the_answer(sandbox: Sandbox) -> None:
     sandbox.inject("latency", path="/flags$", delay=0.2)
-    async with sandbox.client(rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
+    async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY) as client:
         started = time.monotonic()
         await client.list_flags_page(PID)
         assert time.monotonic() - started >= 0.2
@@ -224,7 +223,7 @@ async def test_a_personal_token_sees_only_its_granted_projects() -> None:
     from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 
     sandbox = Sandbox(
-        SandboxConfig(rate_limits=RateLimits.unlimited(), grants={"mine": frozenset({MOBILE_PROJECT_ID})})
+        SandboxConfig(rate_limits=SandboxLimits.unlimited(), grants={"mine": frozenset({MOBILE_PROJECT_ID})})
     )
     experiment = next(iter(sandbox.store.experiment_index()))  # an experiment of the seed project
     async with httpx.AsyncClient(transport=sandbox.transport(), base_url=SANDBOX_ORIGIN) as http:

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SANDBOX_ORIGIN, SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import CLASSIC_PROJECT_ID, MOBILE_PROJECT_ID
 from opt_mcp.sandbox.results import experiment_results, floor_5min
 
@@ -179,7 +178,7 @@ def test_start_times_round_up_to_five_minutes() -> None:
 
 
 async def test_the_rule_behind_an_experiment_id() -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     rule = product_sort(sandbox)
     mobile = next(
         exp for exp, (project, *_) in sandbox.store.experiment_index().items() if project.id == MOBILE_PROJECT_ID

@@ -19,10 +19,11 @@ from mcp import Client, StdioServerParameters
 
 from opt_mcp import server as served
 from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.config import ConfigError, Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.config import Settings
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandbox.data import MOBILE_PROJECT_ID
 from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
+from opt_mcp.settings import ConfigError
 from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
 from tests.helpers import INSPECTOR, clean_env, data, installed, make_server, rpc_call, text
@@ -117,7 +118,7 @@ async def test_list_flags_summarises_each_flag(client: Client) -> None:
 
 @pytest.mark.slow
 async def test_cursor_walks_5000_flags_exactly_once() -> None:
-    sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=5000, environments=3, rate_limits=SandboxLimits.unlimited()))
     seen: list[str] = []
     async with Client(make_server(sandbox)) as c:
         cursor: str | None = None

@@ -15,7 +15,8 @@ from mcp import Client
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.guard import FileLedger, Refused, Stale, StoreLedger, TokenSigner
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.shared import MemoryStore
 from tests.helpers import User, data, make, text, writes
 
@@ -106,7 +107,7 @@ async def test_every_write_tool_asks_in_the_client_once(sandbox: Sandbox, mode: 
 
 async def test_a_change_before_the_answer_writes_nothing_legacy(sandbox: Sandbox) -> None:
     async def someone_else_edits(_: int) -> None:
-        async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+        async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as other:
             await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
 
     async with Client(make(sandbox), mode="legacy", elicitation_callback=User(before_answer=someone_else_edits)) as c:
@@ -118,7 +119,7 @@ async def test_a_change_before_the_answer_writes_nothing_legacy(sandbox: Sandbox
 async def test_a_change_before_the_answer_is_asked_again_2026(sandbox: Sandbox) -> None:
     async def someone_else_edits_once(round_: int) -> None:
         if round_ == 1:
-            async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+            async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as other:
                 await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
 
     user = User(before_answer=someone_else_edits_once)
@@ -191,7 +192,7 @@ async def test_a_token_from_another_server_secret_is_forged(sandbox: Sandbox) ->
 async def test_a_change_between_preview_and_confirm_returns_a_fresh_preview(sandbox: Sandbox) -> None:
     async with Client(make(sandbox)) as c:
         token = data(await c.call_tool("patch_flag", DESCRIBE))["confirmation_token"]
-        async with sandbox.client(rate_limits=RateLimits.unlimited()) as other:
+        async with sandbox_client(sandbox, rate_limits=RateLimits.unlimited()) as other:
             await other.patch_flags(PID, [{"op": "replace", "path": "/product_sort/name", "value": "Renamed"}])
         stale = data(await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": token}))
         fresh = data(await c.call_tool("patch_flag", {**DESCRIBE, "confirmation_token": stale["confirmation_token"]}))
@@ -326,7 +327,7 @@ SAFE_PATHS = [
 async def test_patch_property_never_writes_unconfirmed_and_writes_exactly_the_preview(
     operations: list[dict[str, Any]],
 ) -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     async with Client(make(sandbox)) as c:
         preview = await c.call_tool("patch_flag", {"flag_key": "product_sort", "operations": operations})
         assert writes(sandbox) == []  # a preview never writes
@@ -362,7 +363,7 @@ async def test_archive_preview_lists_what_stops_and_unknown_keys_stop_everything
 
 
 async def test_large_archives_go_in_chunks_with_per_key_results() -> None:
-    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=SandboxLimits.unlimited()))
     keys = [k for k, f in sandbox.store.projects[PID].flags.items() if not f.fields["archived"]][:120]
     async with Client(make(sandbox)) as c:
         token = data(await c.call_tool("archive_flags", {"flag_keys": keys}))["confirmation_token"]
@@ -491,7 +492,7 @@ async def test_an_answer_that_differs_from_the_request_is_reported_with_the_afte
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_bulk_archive_reports_progress_per_chunk(mode: str) -> None:
-    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=SandboxLimits.unlimited()))
     keys = [k for k, f in sandbox.store.projects[PID].flags.items() if not f.fields["archived"]][:120]
     seen: list[tuple[float, float | None, str | None]] = []
 
@@ -511,7 +512,7 @@ async def test_bulk_archive_reports_progress_per_chunk(mode: str) -> None:
 async def test_a_cancelled_bulk_archive_stops_between_chunks_and_audits_what_it_wrote(tmp_path: Path) -> None:
     """The client cancels while the second chunk is on its way (the sandbox is slow to answer): that chunk is seen
     through, the third is never sent, and the audit names exactly the flags archived."""
-    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=130, rate_limits=SandboxLimits.unlimited()))
     flags = sandbox.store.projects[PID].flags
     keys = [k for k, f in flags.items() if not f.fields["archived"]][:120]
     audit = tmp_path / "audit.jsonl"

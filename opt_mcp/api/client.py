@@ -36,9 +36,7 @@ from opt_mcp.api.models import (
 )
 from opt_mcp.api.oauth import OAuthCredentials
 from opt_mcp.api.query import KEY_LIST_CHUNK, MAX_PER_PAGE, FlagFilters, ResultsResponse
-from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, retry_after
-from opt_mcp.calls import note_api_call
-from opt_mcp.shared import Store
+from opt_mcp.api.ratelimit import Pacer, RateLimits, RateStatus, SharedBudget, retry_after
 
 log = logging.getLogger("opt_mcp.api")
 
@@ -260,9 +258,12 @@ class OptimizelyClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
-        shared: Store | None = None,
+        shared: SharedBudget | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
-        """``shared``: where the replicas of a deployment keep each token's rate-limit budget (opt_mcp.shared)."""
+        """``shared``: where the replicas of a deployment keep each token's rate-limit budget. ``on_request`` is
+        called for each request sent (each attempt), before it leaves: the server counts a tool call's requests with
+        it, for the call's log line."""
         if isinstance(token, TokenAuth) and oauth is not None:
             raise ValueError("Give the OAuth credentials to the TokenAuth, not beside it")
         self._auth = token if isinstance(token, TokenAuth) else TokenAuth(token, oauth=oauth, clock=clock)
@@ -288,6 +289,7 @@ class OptimizelyClient:
             follow_redirects=False,
         )
         self.requests_sent = 0
+        self._on_request = on_request
 
     def __repr__(self) -> str:
         return f"OptimizelyClient(flags_base_url={self.flags_base_url!r}, v2_base_url={self.v2_base_url!r})"
@@ -620,7 +622,8 @@ class OptimizelyClient:
             started = time.monotonic()
             try:
                 self.requests_sent += 1
-                note_api_call()
+                if self._on_request is not None:
+                    self._on_request()
                 response = await self._http.request(
                     method, url, params=params, json=json_body, content=content, headers=headers
                 )

@@ -13,16 +13,34 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-
-from opt_mcp.shared import Store, StoreDown
+from typing import Protocol
 
 log = logging.getLogger("opt_mcp.api")
 
 # A reset value above this is a Unix timestamp; below, a number of seconds (both are seen in the wild).
 _EPOCH_THRESHOLD = 1_000_000_000
+
+
+class SharedBudget(Protocol):
+    """Where the replicas of one deployment count their requests against the same windows (opt-mcp passes its
+    shared store, ``opt_mcp.shared.Store``, which has these operations). Stated here, by the pacer that uses it, so
+    that the client depends on no application module.
+
+    Either operation raises ``ConnectionError`` when the budget cannot be reached (``opt_mcp.shared.StoreDown`` is
+    one): the pacer then paces this process alone, and a request counted from its send stays counted.
+    """
+
+    async def reserve(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> float:
+        """Count request ``member`` against ``key``'s windows of (requests, seconds): 0 when it may go now (and is
+        counted), else the seconds to wait before asking again (and nothing is counted)."""
+        ...
+
+    async def restamp(self, key: str, windows: Sequence[tuple[int, float]], member: str) -> None:
+        """Count ``member`` from now on: its answer came."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,8 +92,8 @@ class Pacer:
     _server_limit: int | None = None
     _server_remaining: int | None = None
     _server_reset_at: float | None = None
-    # The budget every replica of a deployment draws from, for this token and class of endpoint (opt_mcp.shared).
-    shared: Store | None = None
+    # The budget every replica of a deployment draws from, for this token and class of endpoint.
+    shared: SharedBudget | None = None
     shared_key: str = ""
     _members: dict[float, str] = field(default_factory=dict)  # local stamp -> its name in the shared budget
 
@@ -99,7 +117,7 @@ class Pacer:
                 self._members[stamp] = member
             return stamp
 
-    async def _shared_turn(self, shared: Store) -> str | None:
+    async def _shared_turn(self, shared: SharedBudget) -> str | None:
         """Wait for a place in the budget the replicas share (this process's own pacing already holds); the name
         the request is counted under, for ``settle_shared``."""
         windows = [(window.requests, window.seconds) for window in self.windows]
@@ -107,7 +125,7 @@ class Pacer:
         while True:
             try:
                 wait = await shared.reserve(f"budget:{self.shared_key}", windows, member)
-            except StoreDown as exc:
+            except ConnectionError as exc:
                 # Reads carry on without the shared budget: this process still keeps to the limits on its own.
                 log.warning("rate-limit budget not shared for now (%s): pacing this process alone", exc)
                 return None
@@ -123,7 +141,7 @@ class Pacer:
         windows = [(window.requests, window.seconds) for window in self.windows]
         try:
             await self.shared.restamp(f"budget:{self.shared_key}", windows, member)
-        except StoreDown:
+        except ConnectionError:
             return  # counted from its send: a little early, never lost
 
     def settle(self, stamp: float | None) -> None:

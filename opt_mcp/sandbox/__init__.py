@@ -20,6 +20,7 @@ from opt_mcp.sandbox.config import (
     SandboxConfig,
     SandboxOAuth,
 )
+from opt_mcp.sandbox.limits import Limit, SandboxLimits
 
 if TYPE_CHECKING:
     from opt_mcp.sandbox.app import Sandbox, serve
@@ -31,10 +32,12 @@ __all__ = [
     "SANDBOX_TOKEN_URL",
     "SEED_PROJECT_ID",
     "Fault",
+    "Limit",
     "Readings",
     "RequestRecord",
     "Sandbox",
     "SandboxConfig",
+    "SandboxLimits",
     "SandboxOAuth",
     "serve",
 ]

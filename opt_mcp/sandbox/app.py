@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, MutableMapping
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opt_mcp.api.client import OptimizelyClient, RetryPolicy, TokenAuth
-from opt_mcp.api.oauth import OAuthCredentials
-from opt_mcp.api.ratelimit import RateLimits
-from opt_mcp.sandbox.config import SANDBOX_ORIGIN, SANDBOX_TOKEN, SANDBOX_TOKEN_URL, SandboxConfig
+from opt_mcp.sandbox.config import SandboxConfig
 from opt_mcp.sandbox.data import MAX_ENVIRONMENTS, build_store
 from opt_mcp.sandbox.endpoints import Endpoints
 from opt_mcp.sandbox.faults import Fault, FaultKind, FaultPlan, FaultTransport, RequestLog, RequestRecord
@@ -112,29 +109,9 @@ class Sandbox:
     # ----------------------------------------------------------------------------------------------------------
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        """An httpx transport into this sandbox, with transport-level faults."""
+        """An httpx transport into this sandbox, with transport-level faults (``opt_mcp.sandboxed.sandbox_client``
+        wires a client to it: the sandbox itself knows no client)."""
         return FaultTransport(AppTransport(self.app), self.faults, self.log)
-
-    def client(
-        self,
-        token: str | TokenAuth | None = SANDBOX_TOKEN,
-        *,
-        oauth: OAuthCredentials | None = None,
-        rate_limits: RateLimits | None = None,
-        retry: RetryPolicy | None = None,
-        **kwargs: Any,
-    ) -> OptimizelyClient:
-        """An OptimizelyClient wired to this sandbox in process; ``oauth`` refreshes at this sandbox's token endpoint
-        whatever its ``token_url`` says (a ``TokenAuth`` given instead must have been made with SANDBOX_TOKEN_URL)."""
-        return OptimizelyClient(
-            token,
-            oauth=replace(oauth, token_url=SANDBOX_TOKEN_URL) if oauth is not None else None,
-            base_url=SANDBOX_ORIGIN,
-            transport=self.transport(),
-            rate_limits=rate_limits,
-            retry=retry,
-            **kwargs,
-        )
 
     def inject(self, kind: FaultKind, path: str = "", **options: Any) -> Fault:
         """Add a fault; see ``Fault`` for the options. Returns it, so a test can read ``hits``."""

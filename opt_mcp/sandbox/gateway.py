@@ -17,9 +17,9 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from opt_mcp.api.ratelimit import RateLimits, Window
 from opt_mcp.sandbox.endpoints import ApiError, problem_response, v2_error_response
 from opt_mcp.sandbox.faults import Fault, FaultPlan, RequestLog, RequestRecord
+from opt_mcp.sandbox.limits import Limit, SandboxLimits
 from opt_mcp.sandbox.oauth import TokenIssuer, masked_form
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -42,7 +42,7 @@ class _Windows:
 
     sent: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
-    def take(self, who: str, name: str, windows: tuple[Window, ...], now: float) -> _Budget:
+    def take(self, who: str, name: str, windows: tuple[Limit, ...], now: float) -> _Budget:
         """Count one more request if it fits; the budget after it, described by the longest window."""
         seen = self.sent.setdefault((who, name), deque())
         longest = max(windows, key=lambda w: w.seconds)
@@ -72,7 +72,7 @@ class Gateway:
         *,
         faults: FaultPlan,
         log: RequestLog,
-        rate_limits: RateLimits,
+        rate_limits: SandboxLimits,
         token: str | None,
         grants: Mapping[str, frozenset[int]] | None = None,
         reset_style: Literal["epoch", "seconds"] = "epoch",

@@ -15,8 +15,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from opt_mcp.api.oauth import ACCESS_TOKEN_LIFETIME
-from opt_mcp.sandbox.config import Readings, SandboxOAuth
+from opt_mcp.sandbox.config import ACCESS_TOKEN_LIFETIME, Readings, SandboxOAuth
 
 TokenState = Literal["valid", "expired", "unknown"]
 # Form fields that carry a secret: the request log keeps them masked.

@@ -23,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from opt_mcp.api.models import NOT_AVAILABLE_INT64
-
 CONFIDENCE_LEVEL = 0.9
+# What the v2 spec's results carry for a figure that is not available (``visitors_remaining``): the largest int64.
+# The sandbox's own statement of it, as the answer's side of the contract (tests/test_layers.py holds it equal to
+# the client's).
+NOT_AVAILABLE_INT64 = 9223372036854775807
 _NORMAL = NormalDist()
 _Z = _NORMAL.inv_cdf(1 - (1 - CONFIDENCE_LEVEL) / 2)
 _SCENARIOS = ("winner", "loser", "flat", "flat", "winner")

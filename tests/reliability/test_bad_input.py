@@ -17,7 +17,7 @@ from mcp.types import CallToolResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY, Tally
 from tests.helpers import text
@@ -124,7 +124,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    sandbox = Sandbox(SandboxConfig(flags=20, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=20, rate_limits=SandboxLimits.unlimited()))
     server = build_server(
         Settings(confirm="token"), sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY
     )

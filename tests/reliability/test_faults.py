@@ -18,7 +18,7 @@ from mcp.types import CallToolResult
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import FAST_RETRY, Tally
 from tests.helpers import text
@@ -94,7 +94,7 @@ def captured() -> Any:
 
 
 def served(tmp_path: Path) -> tuple[Sandbox, Any, Path]:
-    sandbox = Sandbox(SandboxConfig(flags=40, token=TOKEN, rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(flags=40, token=TOKEN, rate_limits=SandboxLimits.unlimited()))
     audit = tmp_path / "audit.jsonl"
     settings = Settings(token=TOKEN, force_sandbox=True, confirm="token", audit_log=str(audit))
     return sandbox, build_server(settings, sandbox=sandbox, rate_limits=RateLimits.unlimited(), retry=FAST_RETRY), audit

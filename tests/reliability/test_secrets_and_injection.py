@@ -17,7 +17,7 @@ from mcp import Client
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.config import Settings
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig
+from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.server import build_server
 from tests.conftest import Tally
 from tests.helpers import User, stdio_exchange, text
@@ -85,7 +85,7 @@ def test_the_token_never_appears_in_results_logs_errors_or_audit(
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_instructions_in_flag_text_are_data_and_cannot_write(mode: str, tally: Tally) -> None:
-    sandbox = Sandbox(SandboxConfig(rate_limits=RateLimits.unlimited()))
+    sandbox = Sandbox(SandboxConfig(rate_limits=SandboxLimits.unlimited()))
     fields = sandbox.store.projects[PID].flags["homepage_hero"].fields
     fields["name"], fields["description"] = INJECTED_NAME, INJECTED_DESCRIPTION
     user = User("decline")  # reads every question and says no
