@@ -17,8 +17,7 @@ from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import clip
 from opt_mcp.progress import advance
 from opt_mcp.runtime import runtime
-from opt_mcp.tools.flags import FLAG_KEY_PATTERN
-from opt_mcp.tools.results import EXPERIMENT_TYPES
+from opt_mcp.tools.args import EXPERIMENT_TYPES, FlagKey
 
 CANDIDATES_SHOWN = 100  # a review longer than this is not read; the rest are counted and come back next time
 EVERYONE = 10_000  # traffic_allocation in basis points
@@ -119,7 +118,7 @@ waits for my confirmation: never pass a confirmation_token I have not approved.
 
 async def experiment_readout(
     ctx: Context[Any, Any],
-    flag_key: Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag whose experiment to read out")],
+    flag_key: Annotated[FlagKey, Field(description="the flag whose experiment to read out")],
     environment: Annotated[str | None, Field(description="e.g. production; default: every environment")] = None,
     project_id: ProjectArg = None,
 ) -> str:

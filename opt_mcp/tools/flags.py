@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import Field
 
 from opt_mcp import render
 from opt_mcp.api.errors import OptimizelyError
@@ -17,38 +17,12 @@ from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import Detail, Fitted, clip, largest_fitting
 from opt_mcp.cursor import Cursor, CursorError, fingerprint
 from opt_mcp.runtime import api_errors, runtime
+from opt_mcp.tools.args import EnvironmentKey, FlagKey, ProjectId, RuleType
 from opt_mcp.views import FlagDetail, FlagList, FlagSummary, Truncation
 
 if TYPE_CHECKING:
     from opt_mcp.api.client import OptimizelyClient  # HTTP is imported on first use, not at start-up
 
-# Optimizely's rule for flag keys: letters, digits, '-' and '_', at most 64 characters.
-FLAG_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-ENVIRONMENT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-
-def _not_a_flag(value: object) -> object:
-    # Lax validation would read true as 1 and false as 0: an id is a number (or its digits), never a flag.
-    if isinstance(value, bool):
-        raise ValueError("must be a project's numeric id, from list_projects, not true or false")
-    return value
-
-
-def _positive(value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise ValueError("must be a project's numeric id, from list_projects")
-    return value
-
-
-ProjectId = Annotated[
-    int | None,
-    BeforeValidator(_not_a_flag),
-    AfterValidator(_positive),
-    Field(
-        description="default: the configured project",
-    ),
-]
-RuleType = Literal["a/b", "multi_armed_bandit", "targeted_delivery"]
 Sort = Literal["key:asc", "name:asc", "updated_time:desc", "created_time:desc"]
 
 
@@ -69,11 +43,7 @@ async def list_flags(
     ] = None,
     archived: Annotated[bool, Field(description="true lists only archived flags")] = False,
     environment: Annotated[
-        str | None,
-        Field(
-            pattern=ENVIRONMENT_KEY_PATTERN,
-            description="with enabled= or rule_type=: judged in this environment",
-        ),
+        EnvironmentKey | None, Field(description="with enabled= or rule_type=: judged in this environment")
     ] = None,
     enabled: Annotated[bool | None, Field(description="only flags that are on (true) or off (false)")] = None,
     rule_type: Annotated[RuleType | None, Field(description="only flags with a rule of this type")] = None,
@@ -217,18 +187,9 @@ def _without_fragment(link: str) -> str:
 
 async def get_flag(
     ctx: Context[Any, Any],
-    flag_key: Annotated[
-        str,
-        Field(pattern=FLAG_KEY_PATTERN, description="the flag's key, e.g. product_sort"),
-    ],
+    flag_key: Annotated[FlagKey, Field(description="the flag's key, e.g. product_sort")],
     project_id: ProjectId = None,
-    environment: Annotated[
-        str | None,
-        Field(
-            pattern=ENVIRONMENT_KEY_PATTERN,
-            description="show only this environment's rules",
-        ),
-    ] = None,
+    environment: Annotated[EnvironmentKey | None, Field(description="show only this environment's rules")] = None,
 ) -> Annotated[CallToolResult, FlagDetail]:
     """One flag: variables, and per environment on/off, status and rules (audiences, traffic, variations,
     metric, days running, experiment_id for get_results), its revision and what you may change."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from opt_mcp import render
 from opt_mcp.budget import Fitted, largest_fitting
 from opt_mcp.runtime import api_errors, runtime
-from opt_mcp.tools.flags import ProjectId
+from opt_mcp.tools.args import ProjectId
 from opt_mcp.views import EnvironmentList, EnvironmentView, ProjectList, ProjectView, Truncation
 
 T = TypeVar("T")

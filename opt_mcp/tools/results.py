@@ -16,12 +16,10 @@ from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
 from opt_mcp.budget import Fitted, largest_fitting
 from opt_mcp.runtime import Answer, Runtime, api_errors, failure, runtime
-from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
+from opt_mcp.tools.args import BANDIT, EXPERIMENT_TYPES, EnvironmentKey, FlagKey, ProjectId
 from opt_mcp.verdict import read_metric
 from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
 
-EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
-BANDIT = "multi_armed_bandit"
 SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
 FIVE_MINUTES = 300  # Optimizely rounds end_time down to a multiple of this many seconds
 BANDIT_NOTE = (
@@ -51,8 +49,8 @@ class RuleFacts:
 
 async def get_results(
     ctx: Context[Any, Any],
-    flag_key: Annotated[str | None, Field(pattern=FLAG_KEY_PATTERN, description="the flag")] = None,
-    environment: Annotated[str | None, Field(pattern=ENVIRONMENT_KEY_PATTERN, description="e.g. production")] = None,
+    flag_key: Annotated[FlagKey | None, Field(description="the flag")] = None,
+    environment: Annotated[EnvironmentKey | None, Field(description="e.g. production")] = None,
     rule_key: Annotated[str | None, Field(max_length=100, description="needed when several experiments")] = None,
     experiment_id: Annotated[int | None, Field(gt=0, description="instead of flag_key/environment")] = None,
     start_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
