@@ -9,9 +9,9 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from opt_mcp import render
 from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.fitting import fit_flag_detail
 from opt_mcp.runtime import runtime
 from opt_mcp.tools.args import FLAG_KEY_PATTERN
-from opt_mcp.tools.flags import fit_flag_detail
 from opt_mcp.views import FlagDetail
 
 FLAG_URI = "optimizely://projects/{project_id}/flags/{flag_key}"
