@@ -11,6 +11,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
+from opt_mcp import lookup
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
@@ -126,14 +127,13 @@ async def experiment_readout(
     pid = _project(ctx, project_id)
     rt = runtime(ctx)
     try:
-        flag = await rt.client.get_flag(pid, flag_key)
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        if environment is not None:
+            lookup.environment_of(flag, environment)
+    except lookup.NotFound as exc:
+        raise _refused(str(exc)) from None
     except OptimizelyError as exc:
-        if exc.status == 404:
-            raise _refused(f"flag_key: no flag {flag_key!r} in project {pid}") from None
         raise _refused(f"Optimizely refused or failed the request. {exc}") from None
-    if environment is not None and environment not in flag.environments:
-        known = ", ".join(sorted(flag.environments)) or "none"
-        raise _refused(f"environment: flag {flag_key!r} has no environment {environment!r}; it has: {known}")
     experiments = [
         {
             "environment": env.key,

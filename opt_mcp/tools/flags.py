@@ -1,14 +1,13 @@
 """Flag tools: list_flags and get_flag (the read side)."""
 
-import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from opt_mcp.api.errors import OptimizelyError
+from opt_mcp import lookup
 from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import Detail
 from opt_mcp.cursor import Cursor, CursorError, fingerprint
@@ -17,9 +16,6 @@ from opt_mcp.listing import FlagWindow, Scope
 from opt_mcp.runtime import Runtime, api_errors, runtime
 from opt_mcp.tools.args import EnvironmentKey, FlagKey, ProjectId, RuleType
 from opt_mcp.views import FlagDetail, FlagList
-
-if TYPE_CHECKING:
-    from opt_mcp.api.client import OptimizelyClient  # HTTP is imported on first use, not at start-up
 
 Sort = Literal["key:asc", "name:asc", "updated_time:desc", "created_time:desc"]
 
@@ -96,30 +92,7 @@ async def get_flag(
     rt = runtime(ctx)
     pid = rt.project(project_id)
     with api_errors():
-        try:
-            flag = await rt.client.get_flag(pid, flag_key)
-        except OptimizelyError as exc:
-            if exc.status != 404:
-                raise
-            suggestions = await _closest_keys(rt.client, pid, flag_key)
-            hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else " Call list_flags to see the keys."
-            raise ToolError(f"flag_key: no flag {flag_key!r} in project {pid}.{hint}") from None
-    if environment is not None and environment not in flag.environments:
-        known = ", ".join(sorted(flag.environments)) or "none"
-        raise ToolError(f"environment: flag {flag_key!r} has no environment {environment!r}; it has: {known}")
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        if environment is not None:
+            lookup.environment_of(flag, environment)
     return fit_flag_detail(FlagDetail.of(pid, flag, environment), rt.settings.max_tokens).response()
-
-
-async def _closest_keys(client: "OptimizelyClient", project_id: int, key: str) -> list[str]:
-    """Existing keys close to a mistyped one, from at most two searches (never a walk of every flag)."""
-    parts = sorted((p for p in re.split(r"[-_]", key) if len(p) >= 3), key=len, reverse=True)
-    candidates: set[str] = set()
-    for term in [*parts[:1], key[:3]]:
-        try:
-            page = await client.list_flags_page(project_id, FlagFilters(query=term), per_page=MAX_PER_PAGE)
-        except OptimizelyError:
-            continue
-        candidates.update(flag.key for flag in page.items)
-    import difflib  # for a mistyped key only: spared at start-up
-
-    return difflib.get_close_matches(key, sorted(candidates), n=5, cutoff=0.5)

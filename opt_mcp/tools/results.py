@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
+from opt_mcp import lookup
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
 from opt_mcp.fitting import fit_results
@@ -99,12 +100,8 @@ def _only(summary: ResultsSummary, names: list[str]) -> ResultsSummary:
 
 async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key: str | None) -> RuleDetails:
     with api_errors():
-        flag = await rt.client.get_flag(pid, flag_key)
-    env = flag.environments.get(environment)
-    if env is None:
-        raise ToolError(
-            f"environment: flag {flag_key!r} has no {environment!r}; it has: {', '.join(flag.environments)}"
-        )
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        env = lookup.environment_of(flag, environment)
     experiments = [r for r in env.rules_detail if r.type in EXPERIMENT_TYPES and r.layer_experiment_id]
     listed = ", ".join(f"{r.key} ({r.type}, {r.status})" for r in experiments) or "none"
     if rule_key is not None:

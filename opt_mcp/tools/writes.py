@@ -22,7 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from opt_mcp import render
+from opt_mcp import lookup, render
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag, Ruleset
 from opt_mcp.budget import respond
@@ -154,18 +154,6 @@ def _asker(previewer: Callable[..., Awaitable[Preview[object]]], name: str) -> A
     # tool's asker keeps a name of its own rather than sharing "_asker.<locals>.resolve".
     resolve.__name__ = resolve.__qualname__ = name
     return resolve
-
-
-async def _fetch_flag(rt: Runtime, project_id: int, flag_key: str) -> Flag:
-    with api_errors():
-        try:
-            return await rt.client.get_flag(project_id, flag_key)
-        except OptimizelyError as exc:
-            if exc.status == 404:
-                raise ToolError(
-                    f"flag_key: no flag {flag_key!r} in project {project_id}; list_flags shows the keys"
-                ) from None
-            raise
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -320,7 +308,8 @@ async def _patch_preview(
     rt = runtime(ctx)
     pid = rt.project(project_id)
     relative, warnings = _relative_operations(flag_key, operations)
-    flag = await _fetch_flag(rt, pid, flag_key)
+    with api_errors():
+        flag = await lookup.flag(rt.client, pid, flag_key)
     if flag.archived:
         raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it before patching it")
     before = _writable(flag)
@@ -685,13 +674,9 @@ async def _toggle_preview(
 ) -> Preview[TogglePlan]:
     rt = runtime(ctx)
     pid = rt.project(project_id)
-    flag = await _fetch_flag(rt, pid, flag_key)
-    env = flag.environments.get(environment)
-    if env is None:
-        raise ToolError(
-            f"environment: flag {flag_key!r} has no environment {environment!r}; "
-            f"it has: {', '.join(sorted(flag.environments))}"
-        )
+    with api_errors():
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        env = lookup.environment_of(flag, environment)
     if flag.archived:
         raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it first")
     with api_errors():
