@@ -11,14 +11,14 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
+from opt_mcp import lookup
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag
 from opt_mcp.api.query import MAX_PER_PAGE, FlagFilters
 from opt_mcp.budget import clip
 from opt_mcp.progress import advance
 from opt_mcp.runtime import runtime
-from opt_mcp.tools.flags import FLAG_KEY_PATTERN
-from opt_mcp.tools.results import EXPERIMENT_TYPES
+from opt_mcp.tools.args import EXPERIMENT_TYPES, FlagKey
 
 CANDIDATES_SHOWN = 100  # a review longer than this is not read; the rest are counted and come back next time
 EVERYONE = 10_000  # traffic_allocation in basis points
@@ -119,7 +119,7 @@ waits for my confirmation: never pass a confirmation_token I have not approved.
 
 async def experiment_readout(
     ctx: Context[Any, Any],
-    flag_key: Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag whose experiment to read out")],
+    flag_key: Annotated[FlagKey, Field(description="the flag whose experiment to read out")],
     environment: Annotated[str | None, Field(description="e.g. production; default: every environment")] = None,
     project_id: ProjectArg = None,
 ) -> str:
@@ -127,14 +127,13 @@ async def experiment_readout(
     pid = _project(ctx, project_id)
     rt = runtime(ctx)
     try:
-        flag = await rt.client.get_flag(pid, flag_key)
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        if environment is not None:
+            lookup.environment_of(flag, environment)
+    except lookup.NotFound as exc:
+        raise _refused(str(exc)) from None
     except OptimizelyError as exc:
-        if exc.status == 404:
-            raise _refused(f"flag_key: no flag {flag_key!r} in project {pid}") from None
         raise _refused(f"Optimizely refused or failed the request. {exc}") from None
-    if environment is not None and environment not in flag.environments:
-        known = ", ".join(sorted(flag.environments)) or "none"
-        raise _refused(f"environment: flag {flag_key!r} has no environment {environment!r}; it has: {known}")
     experiments = [
         {
             "environment": env.key,

@@ -7,10 +7,11 @@ from typing import Any
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
-from opt_mcp import render
+from opt_mcp import lookup, render
 from opt_mcp.api.errors import OptimizelyError
+from opt_mcp.fitting import fit_flag_detail
 from opt_mcp.runtime import runtime
-from opt_mcp.tools.flags import FLAG_KEY_PATTERN, fit_flag_detail
+from opt_mcp.tools.args import FLAG_KEY_PATTERN
 from opt_mcp.views import FlagDetail
 
 FLAG_URI = "optimizely://projects/{project_id}/flags/{flag_key}"
@@ -26,10 +27,10 @@ async def flag_resource(project_id: str, flag_key: str, ctx: Context[Any, Any]) 
     rt = runtime(ctx)
     pid = int(project_id)
     try:
-        flag = await rt.client.get_flag(pid, flag_key)
+        flag = await lookup.flag(rt.client, pid, flag_key)
+    except lookup.NotFound as exc:
+        raise ResourceNotFoundError(str(exc)) from None
     except OptimizelyError as exc:
-        if exc.status == 404:
-            raise ResourceNotFoundError(f"no flag {flag_key!r} in project {pid}") from None
         raise ResourceError(f"Optimizely refused or failed the request. {exc}") from None
     fitted = fit_flag_detail(FlagDetail.of(pid, flag, None), rt.settings.max_tokens)
     return render.flag_detail(fitted.view)

@@ -22,6 +22,7 @@ from opt_mcp.api.models import ExperimentResults, FlagsPage
 from opt_mcp.api.query import ResultsResponse
 from opt_mcp.config import Settings
 from opt_mcp.guard import Guard
+from opt_mcp.lookup import NotFound
 from opt_mcp.shared import MemoryStore, Store, StoreDown
 
 if TYPE_CHECKING:
@@ -182,10 +183,13 @@ def failure(exc: OptimizelyError) -> str:
 
 @contextmanager
 def api_errors() -> Iterator[None]:
-    """Turn Optimizely and argument failures into tool errors: status, message, uuid, and the next step."""
+    """Turn Optimizely and argument failures, and keys that name nothing, into tool errors: status, message, uuid,
+    and the next step."""
     try:
         yield
     except OptimizelyError as exc:
         raise ToolError(f"Optimizely refused or failed the request. {exc}") from None
+    except NotFound as exc:
+        raise ToolError(str(exc)) from None
     except ValueError as exc:
         raise ToolError(str(exc)) from None

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,7 @@ class ToolSpec:
     fn: Callable[..., Any]
     title: str
     output: type[BaseModel]
+    _: KW_ONLY  # the hints by name: three booleans in a row are easily swapped unseen
     read_only: bool
     destructive: bool
     idempotent: bool
@@ -88,18 +89,62 @@ class ToolSpec:
 
 
 READ_TOOLS = (
-    ToolSpec(projects.list_projects, "List Optimizely projects", ProjectList, True, False, True),
-    ToolSpec(projects.list_environments, "List a project's environments", EnvironmentList, True, False, True),
-    ToolSpec(flags.list_flags, "List feature flags", FlagList, True, False, True),
-    ToolSpec(flags.get_flag, "Show a feature flag", FlagDetail, True, False, True),
-    ToolSpec(results.get_results, "Read an experiment's results", ResultsSummary, True, False, True),
+    ToolSpec(
+        projects.list_projects,
+        "List Optimizely projects",
+        ProjectList,
+        read_only=True,
+        destructive=False,
+        idempotent=True,
+    ),
+    ToolSpec(
+        projects.list_environments,
+        "List a project's environments",
+        EnvironmentList,
+        read_only=True,
+        destructive=False,
+        idempotent=True,
+    ),
+    ToolSpec(flags.list_flags, "List feature flags", FlagList, read_only=True, destructive=False, idempotent=True),
+    ToolSpec(flags.get_flag, "Show a feature flag", FlagDetail, read_only=True, destructive=False, idempotent=True),
+    ToolSpec(
+        results.get_results,
+        "Read an experiment's results",
+        ResultsSummary,
+        read_only=True,
+        destructive=False,
+        idempotent=True,
+    ),
 )
 # Not idempotent: a confirmed call writes once, and the same call again is a new preview or a refused token.
 WRITE_TOOLS = (
-    ToolSpec(writes.patch_flag, "Change a feature flag (JSON Patch)", WriteResult, False, True, False),
-    ToolSpec(writes.archive_flags, "Archive feature flags", WriteResult, False, True, False),
-    ToolSpec(writes.unarchive_flags, "Unarchive feature flags", WriteResult, False, False, False),
-    ToolSpec(writes.set_flag_enabled, "Turn a feature flag on or off", WriteResult, False, True, False),
+    ToolSpec(
+        writes.patch_flag,
+        "Change a feature flag (JSON Patch)",
+        WriteResult,
+        read_only=False,
+        destructive=True,
+        idempotent=False,
+    ),
+    ToolSpec(
+        writes.archive_flags, "Archive feature flags", WriteResult, read_only=False, destructive=True, idempotent=False
+    ),
+    ToolSpec(
+        writes.unarchive_flags,
+        "Unarchive feature flags",
+        WriteResult,
+        read_only=False,
+        destructive=False,
+        idempotent=False,
+    ),
+    ToolSpec(
+        writes.set_flag_enabled,
+        "Turn a feature flag on or off",
+        WriteResult,
+        read_only=False,
+        destructive=True,
+        idempotent=False,
+    ),
 )
 
 # The output schemas, generated from the views ahead of time and shipped with the package: generating them at

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, MCPError
-from mcp.types import TextContent
+from mcp.types import INVALID_PARAMS, TextContent
 
 from opt_mcp.api.models import Flag, RuleDetails
 from opt_mcp.prompts import CANDIDATES_SHOWN, stale_reason
@@ -172,6 +172,21 @@ async def test_experiment_readout_refuses_clearly(sandbox: Sandbox, arguments: d
         with pytest.raises(MCPError) as raised:
             await c.get_prompt("experiment_readout", arguments)
     assert says in str(raised.value)
+
+
+async def test_a_mistyped_key_is_said_alike_by_a_tool_a_resource_and_a_prompt(sandbox: Sandbox) -> None:
+    """One lookup, one wording: only the kind of error differs (a tool error; invalid params, -32602, for the
+    resource and the prompt)."""
+    said = f"flag_key: no flag 'product_srot' in project {PID}; list_flags shows the keys. Did you mean: product_sort?"
+    async with Client(make_server(sandbox)) as c:
+        tool = await c.call_tool("get_flag", {"flag_key": "product_srot"})
+        with pytest.raises(MCPError) as resource:
+            await c.read_resource(f"optimizely://projects/{PID}/flags/product_srot")
+        with pytest.raises(MCPError) as prompt:
+            await c.get_prompt("experiment_readout", {"flag_key": "product_srot"})
+    assert tool.is_error and isinstance(tool.content[0], TextContent) and tool.content[0].text.endswith(said)
+    assert resource.value.code == prompt.value.code == INVALID_PARAMS
+    assert resource.value.message == prompt.value.message == said
 
 
 @pytest.mark.slow

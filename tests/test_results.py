@@ -123,7 +123,7 @@ async def test_experiment_id_alone_works(sandbox: Sandbox) -> None:
     ("arguments", "message"),
     [
         ({"flag_key": "product_sort"}, "flag_key and environment are required"),
-        ({"flag_key": "product_sort", "environment": "staging"}, "has no 'staging'"),
+        ({"flag_key": "product_sort", "environment": "staging"}, "has no environment 'staging'"),
         ({"flag_key": "homepage_hero", "environment": "production"}, "no A/B or multi-armed bandit rule"),
         ({"flag_key": "doc-test-flag", "environment": "development"}, "several experiments, name one"),
         ({"flag_key": "doc-test-flag", "environment": "development", "rule_key": "nope"}, "no rule 'nope'"),

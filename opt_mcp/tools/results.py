@@ -1,6 +1,5 @@
 """get_results: a flag rule's experiment results, read the way Optimizely reads them."""
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,17 +10,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from opt_mcp import render
+from opt_mcp import lookup
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import NOT_AVAILABLE_INT64, ExperimentMetricResults, ExperimentResults, RuleDetails
-from opt_mcp.budget import Fitted, largest_fitting
+from opt_mcp.fitting import fit_results
 from opt_mcp.runtime import Answer, Runtime, api_errors, failure, runtime
-from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
+from opt_mcp.tools.args import BANDIT, EXPERIMENT_TYPES, EnvironmentKey, FlagKey, ProjectId
 from opt_mcp.verdict import read_metric
-from opt_mcp.views import MetricResult, ResultsSummary, Truncation, VariationFigures
+from opt_mcp.views import MetricResult, ResultsSummary, VariationFigures
 
-EXPERIMENT_TYPES = ("a/b", "multi_armed_bandit")
-BANDIT = "multi_armed_bandit"
 SECONDARY_METRICS = 5  # after the primary, as Optimizely's results page shows them; the rest are monitoring
 FIVE_MINUTES = 300  # Optimizely rounds end_time down to a multiple of this many seconds
 BANDIT_NOTE = (
@@ -51,8 +48,8 @@ class RuleFacts:
 
 async def get_results(
     ctx: Context[Any, Any],
-    flag_key: Annotated[str | None, Field(pattern=FLAG_KEY_PATTERN, description="the flag")] = None,
-    environment: Annotated[str | None, Field(pattern=ENVIRONMENT_KEY_PATTERN, description="e.g. production")] = None,
+    flag_key: Annotated[FlagKey | None, Field(description="the flag")] = None,
+    environment: Annotated[EnvironmentKey | None, Field(description="e.g. production")] = None,
     rule_key: Annotated[str | None, Field(max_length=100, description="needed when several experiments")] = None,
     experiment_id: Annotated[int | None, Field(gt=0, description="instead of flag_key/environment")] = None,
     start_time: Annotated[datetime | None, Field(description="ISO 8601, with a time zone")] = None,
@@ -87,7 +84,7 @@ async def get_results(
     summary = _summary(answer, experiment_id, rule, end_time, notes)
     if metrics:
         summary = _only(summary, metrics)
-    return _fit(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
+    return fit_results(summary, rt.settings.max_tokens, in_full=bool(metrics)).response()
 
 
 def _only(summary: ResultsSummary, names: list[str]) -> ResultsSummary:
@@ -103,12 +100,8 @@ def _only(summary: ResultsSummary, names: list[str]) -> ResultsSummary:
 
 async def _rule(rt: Runtime, pid: int, flag_key: str, environment: str, rule_key: str | None) -> RuleDetails:
     with api_errors():
-        flag = await rt.client.get_flag(pid, flag_key)
-    env = flag.environments.get(environment)
-    if env is None:
-        raise ToolError(
-            f"environment: flag {flag_key!r} has no {environment!r}; it has: {', '.join(flag.environments)}"
-        )
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        env = lookup.environment_of(flag, environment)
     experiments = [r for r in env.rules_detail if r.type in EXPERIMENT_TYPES and r.layer_experiment_id]
     listed = ", ".join(f"{r.key} ({r.type}, {r.status})" for r in experiments) or "none"
     if rule_key is not None:
@@ -307,57 +300,3 @@ def _why_no_outcome(answer: Answer, bandit: bool) -> str | None:
     if answer.report_error:
         return f"its /report request (a legacy endpoint) failed ({answer.report_error}); the results do not need it"
     return "Optimizely gave none for this window yet"
-
-
-def _fit(summary: ResultsSummary, budget: int, *, in_full: bool) -> Fitted[ResultsSummary]:
-    """Primary and secondary metrics in full and monitoring metrics one line each (every metric in full when the
-    caller named them); if that is too long, fewer metrics in full, then fewer metrics at all, each step noted."""
-    metrics = summary.metrics
-    full = len(metrics) if in_full else sum(m.role != "monitoring" for m in metrics)
-
-    def build(in_full: int, shown: int) -> Fitted[ResultsSummary]:
-        kept = [m if i < in_full else _one_line(m) for i, m in enumerate(metrics[:shown])]
-        notes = []
-        if lined := [m.name for m in metrics[in_full:shown]]:
-            notes.append(
-                Truncation(
-                    omitted="per-variation figures of the metrics shown as one line",
-                    count=len(lined),
-                    get_it=f"get_results with the same arguments and metrics={json.dumps(lined[:3])}",
-                )
-            )
-        if hidden := [m.name for m in metrics[shown:]]:
-            notes.append(
-                Truncation(
-                    omitted="metrics",
-                    count=len(hidden),
-                    get_it=f"get_results with metrics={json.dumps(hidden[:3])}, or the results page (results_url)",
-                )
-            )
-        view = summary.model_copy(update={"metrics": kept, "truncated": notes})
-        return Fitted(view, render.results(view))
-
-    def fits(result: Fitted[ResultsSummary]) -> bool:
-        return result.fits(budget)
-
-    best = build(full, len(metrics))
-    if fits(best):
-        return best
-    fewer_in_full = largest_fitting(range(full), lambda kept: build(len(kept), len(metrics)), fits)
-    if fewer_in_full:
-        return fewer_in_full[0]
-    fewer = largest_fitting(range(len(metrics)), lambda kept: build(0, len(kept)), fits)
-    return fewer[0] if fewer else build(0, 0)
-
-
-def _one_line(metric: MetricResult) -> MetricResult:
-    named = f" ({metric.verdict_variation})" if metric.verdict_variation else ""
-    if metric.verdict == "not_applicable":  # a bandit: its arms' rates, as it has no lifts
-        figures = ", ".join(f"{f.variation} {metric.rate_label} {f.rate}" for f in metric.variations)
-    else:
-        figures = ", ".join(
-            f"{f.variation} {render.percent(f.lift)}{'*' if f.significant else ''}"
-            for f in metric.variations
-            if f.lift is not None
-        )
-    return metric.model_copy(update={"variations": [], "line": f"{metric.verdict}{named}; {figures or 'no lift yet'}"})

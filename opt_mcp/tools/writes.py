@@ -22,14 +22,14 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from opt_mcp import render
+from opt_mcp import lookup, render
 from opt_mcp.api.errors import OptimizelyError
 from opt_mcp.api.models import Flag, Ruleset
 from opt_mcp.budget import respond
 from opt_mcp.guard import AlreadyInPlace, Answer, Confirm, Decision, Preview, PreviewStatus, ask
 from opt_mcp.progress import advance
 from opt_mcp.runtime import Runtime, api_errors, runtime
-from opt_mcp.tools.flags import ENVIRONMENT_KEY_PATTERN, FLAG_KEY_PATTERN, ProjectId
+from opt_mcp.tools.args import EXPERIMENT_TYPES, EnvironmentKey, FlagKey, ProjectId
 from opt_mcp.views import AnyJson, Change, WriteResult
 
 # Flag properties a patch may change: the spec's non-readOnly Flag properties, less those in _NOT_WRITABLE (`key`
@@ -65,7 +65,6 @@ ConfirmationToken = Annotated[
         description="token of the preview the user approved",
     ),
 ]
-FlagKey = Annotated[str, Field(pattern=FLAG_KEY_PATTERN, description="the flag's key")]
 
 
 class PatchOperation(BaseModel):
@@ -155,18 +154,6 @@ def _asker(previewer: Callable[..., Awaitable[Preview[object]]], name: str) -> A
     # tool's asker keeps a name of its own rather than sharing "_asker.<locals>.resolve".
     resolve.__name__ = resolve.__qualname__ = name
     return resolve
-
-
-async def _fetch_flag(rt: Runtime, project_id: int, flag_key: str) -> Flag:
-    with api_errors():
-        try:
-            return await rt.client.get_flag(project_id, flag_key)
-        except OptimizelyError as exc:
-            if exc.status == 404:
-                raise ToolError(
-                    f"flag_key: no flag {flag_key!r} in project {project_id}; list_flags shows the keys"
-                ) from None
-            raise
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -321,7 +308,8 @@ async def _patch_preview(
     rt = runtime(ctx)
     pid = rt.project(project_id)
     relative, warnings = _relative_operations(flag_key, operations)
-    flag = await _fetch_flag(rt, pid, flag_key)
+    with api_errors():
+        flag = await lookup.flag(rt.client, pid, flag_key)
     if flag.archived:
         raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it before patching it")
     before = _writable(flag)
@@ -388,7 +376,7 @@ _patch_ask = _asker(_patch_preview, "_patch_ask")
 
 async def patch_flag(
     ctx: Context[Any, Any],
-    flag_key: FlagKey,
+    flag_key: Annotated[FlagKey, Field(description="the flag's key")],
     operations: Annotated[
         list[PatchOperation],
         Field(
@@ -420,10 +408,7 @@ async def patch_flag(
 # archive_flags, unarchive_flags
 # ------------------------------------------------------------------------------------------------------------------
 
-FlagKeys = Annotated[
-    list[Annotated[str, Field(pattern=FLAG_KEY_PATTERN)]],
-    Field(min_length=1, max_length=500, description="flag keys"),
-]
+FlagKeys = Annotated[list[FlagKey], Field(min_length=1, max_length=500, description="flag keys")]
 
 
 async def _flags_by_key(
@@ -451,7 +436,7 @@ def _archive_effects(flag: Flag) -> list[str]:
                 "it stops serving and is paused"
             )
         for rule in env.rules_detail:
-            if rule.type in ("a/b", "multi_armed_bandit") and rule.status == "running":
+            if rule.type in EXPERIMENT_TYPES and rule.status == "running":
                 days = f", {rule.days_running} days running" if rule.days_running is not None else ""
                 effects.append(
                     f"{flag.key}: {rule.type} rule {rule.key!r} in {env.key} is running{days}: "
@@ -689,13 +674,9 @@ async def _toggle_preview(
 ) -> Preview[TogglePlan]:
     rt = runtime(ctx)
     pid = rt.project(project_id)
-    flag = await _fetch_flag(rt, pid, flag_key)
-    env = flag.environments.get(environment)
-    if env is None:
-        raise ToolError(
-            f"environment: flag {flag_key!r} has no environment {environment!r}; "
-            f"it has: {', '.join(sorted(flag.environments))}"
-        )
+    with api_errors():
+        flag = await lookup.flag(rt.client, pid, flag_key)
+        env = lookup.environment_of(flag, environment)
     if flag.archived:
         raise ToolError(f"flag_key: {flag_key!r} is archived; unarchive_flags it first")
     with api_errors():
@@ -750,11 +731,8 @@ _toggle_ask = _asker(_toggle_preview, "_toggle_ask")
 
 async def set_flag_enabled(
     ctx: Context[Any, Any],
-    flag_key: FlagKey,
-    environment: Annotated[
-        str,
-        Field(pattern=ENVIRONMENT_KEY_PATTERN, description="environment key, e.g. production"),
-    ],
+    flag_key: Annotated[FlagKey, Field(description="the flag's key")],
+    environment: Annotated[EnvironmentKey, Field(description="environment key, e.g. production")],
     enabled: Annotated[bool, Field(description="true turns the flag on, false off")],
     preview: Annotated[Preview[TogglePlan], Resolve(_toggle_preview)],
     answer: Annotated[Answer, Resolve(_toggle_ask)],
