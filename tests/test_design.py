@@ -82,3 +82,10 @@ async def test_the_hosted_heap_is_frozen_once_started() -> None:
     assert gc.get_freeze_count() == 0
     async with app.router.lifespan_context(app):
         assert gc.get_freeze_count() > 0
+
+
+def test_the_design_page_names_every_module() -> None:
+    """docs/design.md has one row per module: a module added without one fails here, naming it."""
+    page = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    modules = sorted(str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py"))
+    assert [m for m in modules if f"| `{m}` |" not in page] == []
