@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     # For the annotations only: the views do not load with the guard.
     from opt_mcp.views import Change
 
+# How long a shielded re-read after a failed write may take before the failure is reported without it.
+RECHECK_SECONDS = 30.0
 log = logging.getLogger("opt_mcp.guard")
 audit_log = logging.getLogger("opt_mcp.audit")
 
@@ -321,7 +323,7 @@ class Guard:
             case AcceptedElicitation(data=Decision(kind="skip") | Confirm(confirm=True)):
                 by_token = False
             case _:  # declined, cancelled, or accepted with "apply" left unticked
-                await self.audit.record(**audit, outcome="declined")
+                await self._record(audit, outcome="declined")
                 return show(preview, "declined", None, None)
         if by_token and token is None:
             issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
@@ -332,22 +334,26 @@ class Guard:
             else:
                 await self.signer.reachable()  # approved in the client: still, no write without the record
         except Stale as exc:
-            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            await self._record(audit, outcome="refused", reason=str(exc))
             issued, expires = self.signer.issue(preview.tool, preview.arguments, preview.revisions)
             return show(preview, "changed", issued, expires)
         except Refused as exc:
-            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            await self._record(audit, outcome="refused", reason=str(exc))
             raise ToolError(f"confirmation_token: {exc}. Nothing was written.") from None
         except StoreDown as exc:
-            await self.audit.record(**audit, outcome="refused", reason=str(exc))
+            await self._record(audit, outcome="refused", reason=str(exc))
             raise ToolError(
                 "the shared record of confirmations cannot be reached, and no write goes out without it: nothing "
                 "was written. Try again in a moment (the server reconnects by itself)."
             ) from None
-        current = await fresh_preview()
+        try:
+            current = await fresh_preview()
+        except ToolError as exc:  # e.g. archived, or already in place, since the approval: still a refused write
+            await self._record(audit, outcome="refused", reason=str(exc))
+            raise
         if current.revisions != preview.revisions:
-            await self.audit.record(
-                **audit, outcome="refused", reason="changed since the preview", revision_now=current.revisions
+            await self._record(
+                audit, outcome="refused", reason="changed since the preview", revision_now=current.revisions
             )
             if by_token:
                 issued, expires = self.signer.issue(current.tool, current.arguments, current.revisions)
@@ -358,23 +364,32 @@ class Guard:
             result = await write(written)
         except anyio.get_cancelled_exc_class():
             # The client cancelled: the writers see each request they sent through, so this is what was written.
-            await self.audit.record(**audit, outcome="cancelled", revision_after=written)
+            await self._record(audit, outcome="cancelled", revision_after=written)
             raise
         except Exception as exc:
-            found = await self._recheck(preview, fresh_preview)
-            await self.audit.record(
-                **audit,
-                outcome="failed",
-                status=getattr(exc, "status", None),
-                uuid=getattr(exc, "uuid", None),
-                revision_after=written,
-                recheck=found,
-            )
+            # Seen through even if the client cancels now: a failed write is the one whose record matters most.
+            found = "A fresh read after the failure took too long: read the resource before trying again."
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(RECHECK_SECONDS):
+                    found = await self._recheck(preview, fresh_preview)
+                await self.audit.record(
+                    **audit,
+                    outcome="failed",
+                    status=getattr(exc, "status", None),
+                    uuid=getattr(exc, "uuid", None),
+                    revision_after=written,
+                    recheck=found,
+                )
             if isinstance(exc, ToolError):
                 raise ToolError(f"{exc} {found}") from None
             raise
-        await self.audit.record(**audit, outcome="written", revision_after=written)
+        await self._record(audit, outcome="written", revision_after=written)
         return result
+
+    async def _record(self, audit: dict[str, Any], **fields: Any) -> None:
+        # Shielded: a cancellation arriving now must not cost the record of what happened.
+        with anyio.CancelScope(shield=True):
+            await self.audit.record(**audit, **fields)
 
     @staticmethod
     async def _recheck(preview: Preview[P], fresh_preview: Callable[[], Awaitable[Preview[P]]]) -> str:

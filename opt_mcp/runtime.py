@@ -181,6 +181,14 @@ def failure(exc: OptimizelyError) -> str:
     return f"{status}: {message.rstrip('.')}"
 
 
+class ApiToolError(ToolError):
+    """A tool error that is Optimizely's answer: its status and ``uuid`` ride along for the audit record."""
+
+    def __init__(self, message: str, *, status: int | None, uuid: str | None) -> None:
+        super().__init__(message)
+        self.status, self.uuid = status, uuid
+
+
 @contextmanager
 def api_errors() -> Iterator[None]:
     """Turn Optimizely and argument failures, and keys that name nothing, into tool errors: status, message, uuid,
@@ -188,7 +196,8 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except OptimizelyError as exc:
-        raise ToolError(f"Optimizely refused or failed the request. {exc}") from None
+        message = f"Optimizely refused or failed the request. {exc}"
+        raise ApiToolError(message, status=exc.status, uuid=exc.uuid) from None
     except NotFound as exc:
         raise ToolError(str(exc)) from None
     except ValueError as exc:
