@@ -15,7 +15,7 @@ from mcp import Client
 
 from opt_mcp.api.ratelimit import RateLimits
 from opt_mcp.guard import FileLedger, Refused, Stale, StoreLedger, TokenSigner
-from opt_mcp.sandbox import SEED_PROJECT_ID, Sandbox, SandboxConfig, SandboxLimits
+from opt_mcp.sandbox import SEED_PROJECT_ID, Fault, Sandbox, SandboxConfig, SandboxLimits
 from opt_mcp.sandboxed import sandbox_client
 from opt_mcp.shared import MemoryStore
 from tests.helpers import User, data, make, text, writes
@@ -542,3 +542,75 @@ async def test_a_cancelled_bulk_archive_stops_between_chunks_and_audits_what_it_
     assert len(archived) == 100 and after["total_count"] >= 100
     (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
     assert record["outcome"] == "cancelled" and set(record["revision_after"]) == archived
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The audit record of writes that fail or are refused late
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_a_failed_write_is_audited_with_optimizelys_status_and_uuid(sandbox: Sandbox, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    sandbox.faults.add(Fault("status", path="/flags$", method="PATCH", status=409))
+    async with Client(make(sandbox, audit_log=str(audit)), elicitation_callback=User()) as c:
+        result = await c.call_tool("patch_flag", DESCRIBE)
+    record = _audit(audit)[-1]
+    assert result.is_error
+    assert record["outcome"] == "failed"
+    assert record["status"] == 409
+    assert record["uuid"] and record["uuid"] in text(result)
+
+
+async def test_a_cancel_while_a_failed_write_is_read_again_still_leaves_its_record(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+
+    async def arm(_: int) -> None:
+        # The change is made and its answer lost; the read after it is slow, and the client gives up meanwhile.
+        sandbox.faults.add(Fault("status", path="/flags$", method="PATCH", status=502, after=True))
+        sandbox.faults.add(Fault("latency", path="/flags/product_sort$", method="GET", delay=0.0, times=2))
+        sandbox.faults.add(Fault("latency", path="/flags/product_sort$", method="GET", delay=1.0, times=None))
+
+    async with Client(make(sandbox, audit_log=str(audit)), elicitation_callback=User(before_answer=arm)) as c:
+        with anyio.move_on_after(0.6):
+            await c.call_tool("patch_flag", DESCRIBE)
+        with anyio.fail_after(10):
+            while not _audit(audit):  # noqa: ASYNC110 - the audit file has no event to wait on
+                await anyio.sleep(0.05)
+    assert sandbox.store.projects[PID].flags["product_sort"].fields["description"] == "Sorted"
+    record = _audit(audit)[-1]
+    assert record["outcome"] == "failed"
+    assert "most likely applied" in record["recheck"]
+
+
+async def test_a_refusal_found_just_before_writing_is_audited(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The handshake era carries the approved preview to the write, whose last read finds the flag archived. (Under
+    the 2026 protocol the call is resolved again after the answer: the new preview refuses before the guard runs.)"""
+    audit = tmp_path / "audit.jsonl"
+
+    async def archive_meanwhile(_: int) -> None:
+        sandbox.store.projects[PID].flags["product_sort"].fields["archived"] = True
+
+    server = make(sandbox, audit_log=str(audit))
+    async with Client(server, mode="legacy", elicitation_callback=User(before_answer=archive_meanwhile)) as c:
+        result = await c.call_tool("patch_flag", DESCRIBE)
+    assert result.is_error and "archived" in text(result)
+    assert writes(sandbox) == []
+    assert [r["outcome"] for r in _audit(audit)] == ["refused"]
+
+
+async def test_a_bulk_write_that_wrote_nothing_is_an_error_audited_as_failed(sandbox: Sandbox, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    sandbox.faults.add(Fault("status", path="/flags/archived$", method="POST", status=403, times=None))
+    async with Client(make(sandbox, audit_log=str(audit)), elicitation_callback=User()) as c:
+        result = await c.call_tool("archive_flags", {"flag_keys": ["product_sort", "homepage_hero"]})
+    assert result.is_error
+    assert "no flag is known to be archived (a fresh read shows every flag unchanged)" in text(result)
+    assert not sandbox.store.projects[PID].flags["product_sort"].fields["archived"]
+    assert [r["outcome"] for r in _audit(audit)] == ["failed"]
+    assert _audit(audit)[-1]["status"] == 403

@@ -28,7 +28,7 @@ from opt_mcp.api.models import Flag, Ruleset
 from opt_mcp.budget import respond
 from opt_mcp.guard import AlreadyInPlace, Answer, Confirm, Decision, Preview, PreviewStatus, ask
 from opt_mcp.progress import advance
-from opt_mcp.runtime import Runtime, api_errors, runtime
+from opt_mcp.runtime import ApiToolError, Runtime, api_errors, runtime
 from opt_mcp.tools.args import EXPERIMENT_TYPES, EnvironmentKey, FlagKey, ProjectId
 from opt_mcp.views import AnyJson, Change, WriteResult
 
@@ -552,11 +552,15 @@ async def _write_bulk(
                 answer = await send(plan.project_id, chunk)
         except OptimizelyError as exc:
             results |= await _chunk_failed(rt, plan, chunk, exc, after)
+            if not any(key in after for key in plan.todo):
+                # Nothing was written: a failed write, not a result that reads "written" (the guard audits it so).
+                raise _nothing_written(plan, chunk, results, exc) from None
             results |= dict.fromkeys(plan.todo[start + ARCHIVE_CHUNK :], "not attempted (an earlier chunk failed)")
             warnings.append("the write stopped part-way: see results per key")
             break
         results |= _chunk_written(preview, chunk, answer, after)
         await advance(ctx, len(chunk), f"{plan.verb} {start + len(chunk)} of {len(plan.todo)} flags")
+    done = "Done. list_flags with archived=true shows archived flags." if plan.archive else "Done."
     view = WriteResult(
         status="written",
         tool=preview.tool,
@@ -565,9 +569,21 @@ async def _write_bulk(
         warnings=warnings,
         revisions=after,
         results=results,
-        next_step="Done. list_flags with archived=true shows archived flags." if plan.archive else "Done.",
+        next_step="Stopped part-way: results says what was written; nothing more was sent." if warnings else done,
     )
     return _done(view)
+
+
+def _nothing_written(plan: BulkPlan, chunk: list[str], results: dict[str, str], exc: OptimizelyError) -> ToolError:
+    unread = [key for key in chunk if "fresh read was not possible" in results[key]]
+    state = (
+        f"a fresh read was not possible for {', '.join(unread[:5])}{' …' if len(unread) > 5 else ''}: get_flag "
+        "to check before trying again"
+        if unread
+        else "a fresh read shows every flag unchanged"
+    )
+    message = f"Optimizely refused or failed the request; no flag is known to be {plan.verb} ({state}). {exc}"
+    return ApiToolError(message, status=exc.status, uuid=exc.uuid)
 
 
 async def _bulk_run(
