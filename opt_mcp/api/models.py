@@ -33,16 +33,20 @@ def _as_link_list(value: Any) -> Any:
 
 def _as_condition_list(value: Any) -> Any:
     """The spec's ``AudienceConditions`` is an array or the same array as a JSON string, and a rule targets
-    everyone with the string ``"everyone"`` (or no field): every form reads as the array, ``[]`` for everyone."""
+    everyone with the string ``"everyone"`` (or no field): every form reads as the array, ``[]`` for everyone.
+    Anything else reads as None (unknown): nothing opt-mcp shows comes from this field (a rule's audiences come
+    from ``audience_ids``), so an odd value must not make a whole ruleset unreadable."""
     if not isinstance(value, str):
-        return value
+        return value if value is None or isinstance(value, list) else None
     if value.strip().lower() in ("everyone", ""):
         return []
     try:
         parsed = json.loads(value)
     except ValueError:
-        raise ValueError(f"neither an array, 'everyone' nor a JSON array: {value[:80]!r}") from None
-    return [] if parsed == "everyone" else parsed
+        return None
+    if parsed == "everyone":
+        return []
+    return parsed if isinstance(parsed, list) else None
 
 
 AudienceConditions = Annotated[list[Any] | None, BeforeValidator(_as_condition_list)]
