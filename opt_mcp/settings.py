@@ -415,7 +415,7 @@ SANDBOX_FLAGS = Setting(
 )
 SANDBOX_SEED = Setting(
     "OPT_MCP_SANDBOX_SEED",
-    Whole(0, 2**63),
+    Whole(0, 2**63 - 1),
     0,
     "sandbox",
     "Seed of the generated flags and results: the same seed, the same data.",
