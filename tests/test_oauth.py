@@ -544,3 +544,33 @@ async def test_a_client_needs_a_token_or_a_refresh_token() -> None:
         OptimizelyClient(None)
     with pytest.raises(ValueError, match="TokenAuth"):
         OptimizelyClient(TokenAuth(ACCESS), oauth=CREDENTIALS)
+
+
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.RemoteProtocolError])
+async def test_a_refresh_that_fails_in_transit_says_the_write_was_not_applied(
+    failure: type[httpx.TransportError],
+) -> None:
+    """The PATCH is refused (401, not applied), then the refresh's own request fails: that is no lost write (a
+    refused connection is retried like any that never left)."""
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        if request.url.path.endswith("/oauth2/token"):
+            raise failure("the token endpoint did not answer", request=request)
+        return httpx.Response(401, json={"code": "unauthorized", "message": "refused"})
+
+    client = OptimizelyClient(
+        ACCESS,
+        oauth=replace(CREDENTIALS, token_url="https://auth.example.invalid/oauth2/token"),
+        transport=httpx.MockTransport(answer),
+        rate_limits=RateLimits.unlimited(),
+        retry=FAST_RETRY,
+    )
+    async with client:
+        with pytest.raises(OptimizelyError) as refused:
+            await client.patch_flags(1, [{"op": "replace", "path": "/k/name", "value": "n"}])
+    assert "could not be refreshed" in refused.value.message
+    assert "the call was not applied" in refused.value.message
+    assert "may or may not" not in str(refused.value)
+    assert sent == ["PATCH /flags/v1/projects/1/flags", "POST /oauth2/token"]

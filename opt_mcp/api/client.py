@@ -141,6 +141,14 @@ class TokenAuth(httpx.Auth):
                 return
             refused = signed
 
+    def is_refresh(self, exc: httpx.TransportError) -> bool:
+        """Whether a transport failure was the refresh's (a request to the token URL), not the call's."""
+        try:
+            request = exc.request
+        except RuntimeError:  # raised without a request
+            return False
+        return self._oauth is not None and str(request.url) == str(httpx.URL(self._oauth.token_url))
+
     def _due(self, refused: str) -> bool:
         if not self._access or self._access == refused:
             return True
@@ -641,6 +649,15 @@ class OptimizelyClient:
                     path=shown,
                 ) from None
             except httpx.TransportError as exc:
+                if self._auth.is_refresh(exc):
+                    # The token's refresh failed, not the call: the call was never sent, or refused (401) unapplied.
+                    raise OptimizelyError(
+                        "The OAuth access token could not be refreshed (the token endpoint "
+                        f"{'timed out' if isinstance(exc, httpx.TimeoutException) else 'could not be reached'}): "
+                        "the call was not applied. Try again in a moment",
+                        method=method,
+                        path=shown,
+                    ) from None
                 if safe and attempt < self._retry.attempts:
                     await self._backoff(attempt)
                     continue
