@@ -574,3 +574,23 @@ async def test_a_refresh_that_fails_in_transit_says_the_write_was_not_applied(
     assert "the call was not applied" in refused.value.message
     assert "may or may not" not in str(refused.value)
     assert sent == ["PATCH /flags/v1/projects/1/flags", "POST /oauth2/token"]
+
+
+async def test_a_refusal_whose_error_is_not_an_rfc_code_is_not_repeated() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(403, json={"error": f"refresh token {REFRESH} is not valid here"})
+        return httpx.Response(401, json={"code": "unauthorized", "message": "refused"})
+
+    client = OptimizelyClient(
+        None,
+        oauth=replace(CREDENTIALS, token_url="https://auth.example.invalid/oauth2/token"),
+        transport=httpx.MockTransport(answer),
+        rate_limits=RateLimits.unlimited(),
+        retry=FAST_RETRY,
+    )
+    async with client:
+        with pytest.raises(OptimizelyError) as refused:
+            await client.list_projects()
+    assert "(no error code)" in str(refused.value)
+    assert REFRESH not in str(refused.value)

@@ -47,6 +47,7 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable ASCII without spaces: what fits in a Bearer header
 # Seconds before an access token's known expiry when it is refreshed.
 REFRESH_MARGIN = 60.0
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -208,6 +209,8 @@ class TokenAuth(httpx.Auth):
         except ValueError:
             data = None
         code = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), str) else None
+        if code is not None and not _ERROR_CODE.match(code):
+            code = None  # RFC 6749 §5.2 codes are short ASCII words: anything else is not repeated to anyone
         status = answer.status_code
         # Optimizely's docs: "In the event the user has revoked your access, you will receive an HTTP 400".
         if code == "invalid_grant" or (status == 400 and code is None):
