@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -546,6 +547,17 @@ async def test_a_client_needs_a_token_or_a_refresh_token() -> None:
         OptimizelyClient(TokenAuth(ACCESS), oauth=CREDENTIALS)
 
 
+def _answered_by(answer: Callable[[httpx.Request], httpx.Response], token: str | None) -> OptimizelyClient:
+    """A refreshing client whose every request (the token endpoint's too) ``answer`` answers."""
+    return OptimizelyClient(
+        token,
+        oauth=replace(CREDENTIALS, token_url="https://auth.example.invalid/oauth2/token"),
+        transport=httpx.MockTransport(answer),
+        rate_limits=RateLimits.unlimited(),
+        retry=FAST_RETRY,
+    )
+
+
 @pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.RemoteProtocolError])
 async def test_a_refresh_that_fails_in_transit_says_the_write_was_not_applied(
     failure: type[httpx.TransportError],
@@ -560,14 +572,7 @@ async def test_a_refresh_that_fails_in_transit_says_the_write_was_not_applied(
             raise failure("the token endpoint did not answer", request=request)
         return httpx.Response(401, json={"code": "unauthorized", "message": "refused"})
 
-    client = OptimizelyClient(
-        ACCESS,
-        oauth=replace(CREDENTIALS, token_url="https://auth.example.invalid/oauth2/token"),
-        transport=httpx.MockTransport(answer),
-        rate_limits=RateLimits.unlimited(),
-        retry=FAST_RETRY,
-    )
-    async with client:
+    async with _answered_by(answer, ACCESS) as client:
         with pytest.raises(OptimizelyError) as refused:
             await client.patch_flags(1, [{"op": "replace", "path": "/k/name", "value": "n"}])
     assert "could not be refreshed" in refused.value.message
@@ -582,14 +587,7 @@ async def test_a_refusal_whose_error_is_not_an_rfc_code_is_not_repeated() -> Non
             return httpx.Response(403, json={"error": f"refresh token {REFRESH} is not valid here"})
         return httpx.Response(401, json={"code": "unauthorized", "message": "refused"})
 
-    client = OptimizelyClient(
-        None,
-        oauth=replace(CREDENTIALS, token_url="https://auth.example.invalid/oauth2/token"),
-        transport=httpx.MockTransport(answer),
-        rate_limits=RateLimits.unlimited(),
-        retry=FAST_RETRY,
-    )
-    async with client:
+    async with _answered_by(answer, None) as client:
         with pytest.raises(OptimizelyError) as refused:
             await client.list_projects()
     assert "(no error code)" in str(refused.value)
