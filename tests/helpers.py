@@ -125,10 +125,9 @@ def rpc_call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str,
     }
 
 
-def stdio_exchange(env: dict[str, str], calls: list[tuple[str, Arguments]]) -> tuple[list[dict[str, Any]], str]:
-    """Run ``opt-mcp serve`` over stdio as a desktop client does; the answers to ``calls`` in order, and stderr.
-    Arguments may be a function of the answers so far (to pass on a confirmation token)."""
-    process = subprocess.Popen(
+def serve_stdio(env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``opt-mcp serve`` started as a desktop client starts it: pipes for stdin, stdout and stderr, text mode."""
+    return subprocess.Popen(
         [installed("opt-mcp"), "serve"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -136,6 +135,12 @@ def stdio_exchange(env: dict[str, str], calls: list[tuple[str, Arguments]]) -> t
         text=True,
         env=clean_env(env),
     )
+
+
+def stdio_exchange(env: dict[str, str], calls: list[tuple[str, Arguments]]) -> tuple[list[dict[str, Any]], str]:
+    """Run ``opt-mcp serve`` over stdio as a desktop client does; the answers to ``calls`` in order, and stderr.
+    Arguments may be a function of the answers so far (to pass on a confirmation token)."""
+    process = serve_stdio(env)
     assert process.stdin and process.stdout and process.stderr
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
     process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}) + "\n")

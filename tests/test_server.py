@@ -26,7 +26,7 @@ from opt_mcp.server import OUTPUT_SCHEMAS, build_server, output_schemas
 from opt_mcp.settings import ConfigError
 from opt_mcp.views import inlined
 from tests.conftest import FAST_RETRY
-from tests.helpers import INSPECTOR, clean_env, data, installed, make_server, rpc_call, text
+from tests.helpers import INSPECTOR, clean_env, data, installed, make_server, rpc_call, serve_stdio, text
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
@@ -342,14 +342,7 @@ def test_stdio_stdout_carries_nothing_but_json_rpc() -> None:
         rpc_call(3, "get_flag", {"flag_key": "product_sort"}),
         rpc_call(4, "get_flag", {"flag_key": "nope"}),
     ]  # fmt: skip
-    process = subprocess.Popen(
-        [installed("opt-mcp"), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
+    process = serve_stdio()
     assert process.stdin
     assert process.stdout
     assert process.stderr
