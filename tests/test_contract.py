@@ -3,10 +3,8 @@ the other, and every tool gives the same right answer under both."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
 
@@ -16,7 +14,6 @@ from tests.helpers import MODES, data, make, text, writes
 
 pytestmark = pytest.mark.anyio
 PID = SEED_PROJECT_ID
-T = TypeVar("T")
 
 
 def sandbox_with(flags: int = 0, **readings: Any) -> Sandbox:
@@ -34,22 +31,6 @@ async def confirmed(c: Client, tool: str, arguments: dict[str, Any]) -> dict[str
     preview = data(await c.call_tool(tool, arguments))
     assert preview["status"] == "preview", preview
     return data(await c.call_tool(tool, {**arguments, "confirmation_token": preview["confirmation_token"]}))
-
-
-async def _meanwhile(call: Awaitable[T], ready: Callable[[], bool], act: Callable[[], object]) -> T:
-    """Run ``call``; as soon as ``ready()`` holds while it runs, ``act()``."""
-    outcome: list[T] = []
-
-    async def run() -> None:
-        outcome.append(await call)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(run)
-        with anyio.fail_after(10):
-            while not ready():  # noqa: ASYNC110 - the sandbox's log has no event to wait on
-                await anyio.sleep(0.002)
-        act()
-    return outcome[0]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -151,13 +132,9 @@ async def test_a_failed_read_back_after_204_says_the_change_was_accepted() -> No
     toggle = {"flag_key": "product_sort", "environment": "production", "enabled": False}
     async with client(sandbox) as c:
         token = data(await c.call_tool("set_flag_enabled", toggle))["confirmation_token"]
-        sandbox.faults.add(Fault("latency", path="/disabled$", method="POST", delay=0.3))
-        result = await _meanwhile(
-            c.call_tool("set_flag_enabled", {**toggle, "confirmation_token": token}),
-            # once the confirmed call's own reads are done (the preview, then the re-check), every later read fails
-            lambda: len(sandbox.requests("GET", "/ruleset$")) >= 3,
-            lambda: sandbox.faults.add(Fault("status", path="/ruleset$", method="GET", status=500, times=None)),
-        )
+        # The confirmed call's own reads pass (its preview, then the guard's re-check); every later read fails.
+        sandbox.faults.add(Fault("status", path="/ruleset$", method="GET", status=500, times=None, skip=2))
+        result = await c.call_tool("set_flag_enabled", {**toggle, "confirmation_token": token})
     assert result.is_error and "accepted the change (HTTP 204)" in text(result)
     assert not sandbox.store.projects[PID].flags["product_sort"].rulesets["production"].enabled
 
@@ -233,16 +210,10 @@ async def test_a_write_in_between_is_still_named_with_the_revision_expected() ->
     arguments = {"flag_key": "product_sort", "operations": THREE}
     async with client(sandbox) as c:
         token = data(await c.call_tool("patch_flag", arguments))["confirmation_token"]
-        sandbox.faults.add(Fault("latency", path="/flags$", method="PATCH", delay=0.3))
-        outcome = data(
-            await _meanwhile(
-                c.call_tool("patch_flag", {**arguments, "confirmation_token": token}),
-                # after the guard's last check (the confirmed call's preview and re-check read the flag) ...
-                lambda: len(sandbox.requests("GET", "/flags/product_sort$")) >= 3,
-                # ... someone else writes five times while the patch is on its way
-                lambda: flag.fields.__setitem__("revision", before + 5),
-            )
-        )
+        # After the guard's last check, someone else writes five times while the patch is on its way.
+        bump = Fault("latency", path="/flags$", method="PATCH", then=lambda: flag.fields.update(revision=before + 5))
+        sandbox.faults.add(bump)
+        outcome = data(await c.call_tool("patch_flag", {**arguments, "confirmation_token": token}))
     # 6 is more than 3 operations can explain, whichever way Optimizely counts
     assert outcome["revisions"] == {"product_sort": before + 6}
     assert any(f"expected {before + 1} to {before + 3} for 3 operations" in w for w in outcome["warnings"])

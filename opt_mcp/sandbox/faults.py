@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,7 +29,9 @@ class Fault:
     ``times`` is how many matching requests it affects (None: all of them). ``after`` applies a ``status``
     fault after the request was processed (the change is made, the answer is lost), otherwise before.
     For ``timeout`` and ``reset`` the request is processed first, as on a real network where the answer is what
-    goes missing; ``connect`` never reaches the app.
+    goes missing; ``connect`` never reaches the app. ``skip`` lets that many matching requests through untouched
+    first (a fault that starts later, e.g. on the read after a write). ``then`` (in process, HTTP-level faults)
+    is called when the fault takes effect, before the request is processed: someone else's change arriving then.
     """
 
     kind: FaultKind
@@ -40,7 +43,10 @@ class Fault:
     delay: float = 0.0
     times: int | None = 1
     after: bool = False
+    skip: int = 0
+    then: Callable[[], object] | None = None
     hits: int = 0
+    skipped: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -71,6 +77,9 @@ class FaultPlan:
         with self._lock:
             for fault in self._faults:
                 if (fault.kind in TRANSPORT_FAULTS) == transport and fault.matches(method, path):
+                    if fault.skipped < fault.skip:
+                        fault.skipped += 1
+                        continue
                     fault.hits += 1
                     return fault
         return None

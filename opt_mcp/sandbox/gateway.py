@@ -103,6 +103,8 @@ class Gateway:
         fault = self.faults.take(request.method, path, transport=False)
         if fault is not None and fault.kind == "latency":
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.then is not None:
+            fault.then()
         if fault is not None and fault.kind == "status" and not fault.after:
             response = _fault_response(fault, v2=True)
         else:
@@ -133,6 +135,8 @@ class Gateway:
         fault_name = fault.kind if fault else None
         if fault is not None and fault.kind == "latency":
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.then is not None:
+            fault.then()
         if fault is not None and fault.kind == "status" and not fault.after:
             response = _fault_response(fault, v2)
         elif token is None:
