@@ -129,6 +129,28 @@ def _done(view: WriteResult) -> CallToolResult:
     return respond(view, render.write_result(view))
 
 
+def _written(
+    preview: Preview[Any],
+    warnings: list[str],
+    revisions: dict[str, int | None],
+    next_step: str,
+    results: dict[str, str] | None = None,  # bulk writes: each key's outcome
+) -> CallToolResult:
+    """The result of a write that went out: what its preview showed, what the answer warned of, the revisions now."""
+    view = WriteResult(
+        status="written",
+        tool=preview.tool,
+        summary=preview.summary,
+        changes=preview.changes,
+        effects=preview.effects,
+        warnings=warnings,
+        revisions=revisions,
+        results=results or {},
+        next_step=next_step,
+    )
+    return _done(view)
+
+
 Asker = Callable[[Context[Any, Any], Preview[object], str | None], Awaitable[Elicit[Confirm] | Decision]]
 
 
@@ -359,16 +381,8 @@ async def _write_patch(rt: Runtime, preview: Preview[PatchPlan], written: dict[s
     if flag is None:
         raise ToolError(f"Optimizely accepted the patch but did not return {plan.flag_key!r}; get_flag to check it")
     written[plan.flag_key] = flag.revision
-    view = WriteResult(
-        status="written",
-        tool=preview.tool,
-        summary=preview.summary,
-        changes=preview.changes,
-        warnings=[*preview.warnings, *_patch_surprises(preview, flag)],
-        revisions={plan.flag_key: flag.revision},
-        next_step="Done. get_flag shows the flag as it is now.",
-    )
-    return _done(view)
+    warnings = [*preview.warnings, *_patch_surprises(preview, flag)]
+    return _written(preview, warnings, {plan.flag_key: flag.revision}, "Done. get_flag shows the flag as it is now.")
 
 
 _patch_ask = _asker(_patch_preview, "_patch_ask")
@@ -561,17 +575,8 @@ async def _write_bulk(
         results |= _chunk_written(preview, chunk, answer, after)
         await advance(ctx, len(chunk), f"{plan.verb} {start + len(chunk)} of {len(plan.todo)} flags")
     done = "Done. list_flags with archived=true shows archived flags." if plan.archive else "Done."
-    view = WriteResult(
-        status="written",
-        tool=preview.tool,
-        summary=preview.summary,
-        effects=preview.effects,
-        warnings=warnings,
-        revisions=after,
-        results=results,
-        next_step="Stopped part-way: results says what was written; nothing more was sent." if warnings else done,
-    )
-    return _done(view)
+    stopped = "Stopped part-way: results says what was written; nothing more was sent."
+    return _written(preview, warnings, after, stopped if warnings else done, results)
 
 
 def _nothing_written(plan: BulkPlan, chunk: list[str], results: dict[str, str], exc: OptimizelyError) -> ToolError:
@@ -730,16 +735,7 @@ async def _write_toggle(rt: Runtime, preview: Preview[TogglePlan], written: dict
     before = preview.revisions[plan.scope]
     if before is not None and ruleset.revision != before + 1:
         warnings.append(f"revision went from {before} to {ruleset.revision}, not {before + 1}")
-    view = WriteResult(
-        status="written",
-        tool=preview.tool,
-        summary=preview.summary,
-        effects=preview.effects,
-        warnings=warnings,
-        revisions={plan.scope: ruleset.revision},
-        next_step="Done. get_flag shows the flag as it is now.",
-    )
-    return _done(view)
+    return _written(preview, warnings, {plan.scope: ruleset.revision}, "Done. get_flag shows the flag as it is now.")
 
 
 _toggle_ask = _asker(_toggle_preview, "_toggle_ask")
